@@ -1,0 +1,49 @@
+# sglang-mla: pinned SGLang + an ordered patch series. See README.md.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+BENCH_ARGS ?=
+
+.PHONY: help source apply unapply refresh wheel venv test check-series bench bench-quick clean
+
+help:
+	@echo "make apply         apply patches/series onto the pinned upstream (build/work/tree)"
+	@echo "make wheel         build dist/sglang-<version>+mla.<N>-py3-none-any.whl from the patched tree"
+	@echo "make test          CPU tests: upstream's (when sglang/ is checked out), the patches', the fork's, per-patch bisect"
+	@echo "make check-series  each patch applies and passes its tests at its point in the series"
+	@echo "make bench         pristine vs patched benchmark matrix, writes docs/benchmarks.md"
+	@echo "make bench-quick   a small benchmark run (part of make test)"
+	@echo "make refresh       export the patched branch's commits back to patches/"
+	@echo "make unapply       remove the patched tree;  make clean: remove every generated file"
+
+source:
+	bash build/source.sh
+
+apply:
+	bash build/apply.sh
+
+unapply:
+	bash build/unapply.sh
+
+refresh:
+	bash build/refresh.sh
+
+wheel:
+	bash build/wheel.sh
+
+venv:
+	bash build/venv.sh
+
+test:
+	bash build/test.sh
+
+check-series:
+	bash build/check_series.sh
+
+bench:
+	bash build/bench.sh $(BENCH_ARGS)
+
+bench-quick:
+	bash build/bench.sh --quick $(BENCH_ARGS)
+
+clean:
+	rm -rf build/work build/venv build/dl dist bench/out
