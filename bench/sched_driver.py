@@ -361,7 +361,7 @@ class _Counters:
 def _observe(s: Scheduler, c: _Counters) -> None:
     tree_evict = s.tree_cache.evict
 
-    def evict(params):  # replacement 10 (observation only)
+    def evict(params: Any) -> Any:  # replacement 10 (observation only)
         res = tree_evict(params)
         c.evict_calls += 1
         c.evict_requested += params.num_tokens
@@ -370,15 +370,18 @@ def _observe(s: Scheduler, c: _Counters) -> None:
 
     s.tree_cache.evict = evict
 
-    orig_retract = ScheduleBatch.retract_decode
+    orig_retract = getattr(
+        ScheduleBatch.retract_decode, "__wrapped__", ScheduleBatch.retract_decode
+    )
 
-    def retract_decode(self, server_args):
+    def retract_decode(self: ScheduleBatch, server_args: ServerArgs) -> Any:
         out = orig_retract(self, server_args)
         if out[0] or out[2]:
             c.retract_events += 1
         return out
 
-    ScheduleBatch.retract_decode = retract_decode
+    retract_decode.__wrapped__ = orig_retract  # type: ignore[attr-defined]
+    ScheduleBatch.retract_decode = retract_decode  # type: ignore[method-assign]
 
 
 def _percentile(sorted_vals: List[float], q: float) -> float:
@@ -406,7 +409,7 @@ def run(args: argparse.Namespace, workload: List[Request]) -> Dict[str, Any]:
     extend_steps = decode_steps = idle_steps = 0
     free_samples: List[int] = []
     evictable_samples: List[int] = []
-    sched_cpu = 0.0
+    sched_cpu = get_batch_cpu = process_cpu = 0.0
     wall0 = time.perf_counter()
     cpu0 = time.process_time()
 
@@ -428,6 +431,8 @@ def run(args: argparse.Namespace, workload: List[Request]) -> Dict[str, Any]:
         t0 = time.process_time()
         batch = s.get_next_batch_to_run()
         s.cur_batch = batch
+        t1 = time.process_time()
+        get_batch_cpu += t1 - t0
         if batch is not None:
             if batch.forward_mode.is_extend():
                 extend_steps += 1
@@ -446,9 +451,15 @@ def run(args: argparse.Namespace, workload: List[Request]) -> Dict[str, Any]:
             else:
                 decode_steps += 1
             result = s.run_batch(batch)
+            t2 = time.process_time()
             s.process_batch_result(batch, result)
+            process_cpu += time.process_time() - t2
         else:
             idle_steps += 1
+            if os.environ.get("SCHED_DRIVER_DEBUG"):
+                print(f"idle step {step}: waiting={len(s.waiting_queue)} running="
+                      f"{s.running_batch.batch_size()} free={allocator.available_size()}"
+                      f" evictable={s.tree_cache.evictable_size()}", file=sys.stderr)
         s.last_batch = batch
         sched_cpu += time.process_time() - t0
         free_samples.append(allocator.available_size())
@@ -500,6 +511,12 @@ def run(args: argparse.Namespace, workload: List[Request]) -> Dict[str, Any]:
         "wall_s": wall,
         "process_cpu_s": time.process_time() - cpu0,
         "sched_cpu_ms_per_step": 1000.0 * sched_cpu / max(1, step),
+        "get_next_batch_cpu_ms_per_step": 1000.0 * get_batch_cpu / max(1, step),
+        "process_result_cpu_ms_per_step": 1000.0 * process_cpu / max(1, step),
+        # All requests done: every slot must be free or held by the radix tree (no leak).
+        "end_free_plus_evictable_eq_pool": allocator.available_size()
+        + s.tree_cache.evictable_size() == pool and s.tree_cache.protected_size() == 0,
+        "end_req_slots_free": s.req_to_token_pool.available_size() == s.req_to_token_pool.size,
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 

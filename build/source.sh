@@ -27,7 +27,7 @@ else
   file=$DL/$sdist
   if [ ! -f "$file" ]; then
     rm -rf "$DL/.partial"; mkdir -p "$DL/.partial"
-    "$PY" -m pip download -q --no-deps --no-binary :all: --no-build-isolation "sglang==$version" -d "$DL/.partial" >&2 \
+    "$PY" -m pip download -q --no-deps --no-binary :all: "sglang==$version" -d "$DL/.partial" >&2 \
       || { rm -rf "$DL/.partial"; die "could not download sglang==$version from the package index"; }
     [ -f "$DL/.partial/$sdist" ] || { rm -rf "$DL/.partial"; die "the download did not produce $sdist"; }
     mv "$DL/.partial/$sdist" "$file"; rm -rf "$DL/.partial"
