@@ -50,16 +50,21 @@ Replacements and stubs (each is the smallest piece that needs a model, a GPU, or
    logprob_start_len -1) instead of receiving ``TokenizedGenerateReqInput`` over ZMQ.
 8. The event loop is ``event_loop_normal`` (non-overlap) rewritten as a bounded
    loop: arrivals per step instead of ``recv_requests``; no ``self_check_during_idle``.
-9. ``allocator.alloc_decode_kernel`` (the ``ci/cpu`` stand-in for the Triton kernel) is
-   re-installed by ``_install_decode_launcher``: ``sglang_cpu._alloc_decode`` indexes
-   ``free_pages`` for every request, so it raises IndexError when no page is free even if
-   no request opens a page (the Triton kernel loads ``free_pages`` only for requests that
-   open one). That state is reached with the shortfall-eviction patch. The version here
-   has the kernel's semantics, including leaving ``alloc_decode`` to return None when
-   pages run out.
-10. Observation only (results unchanged): ``tree_cache.evict`` and
+9. Observation only (results unchanged): ``tree_cache.evict`` and
    ``ScheduleBatch.retract_decode`` are wrapped to count tokens asked/evicted and
    retraction events.
+
+Metrics (JSON on stdout)
+------------------------
+token_hit_rate: radix-cached prefix tokens / input tokens (origin + output so far) at every
+admission, re-admissions after retraction included; token_hit_rate_first_admission:
+SGLang's own ``req.cached_tokens`` / input tokens. prefill_tokens_computed: extend tokens
+over all extend batches; reprefilled_tokens: the part of them for retracted requests.
+evict_*: calls to ``RadixCache.evict``, tokens asked, tokens freed. mean_idle_free_*:
+``allocator.available_size()`` sampled after every step; pool_use_p50/p99_pct from the same
+samples. sched_cpu_ms_per_step: process CPU time of the loop body (arrival, scheduling,
+synthetic forward, result processing) per step. The final step (which finds nothing to do)
+is counted in ``steps``.
 """
 
 from __future__ import annotations
@@ -151,33 +156,6 @@ def _noop(*args: Any, **kwargs: Any) -> None:
     return None
 
 
-def _alloc_decode(
-    seq_lens: torch.Tensor,
-    last_loc: torch.Tensor,
-    free_pages: torch.Tensor,
-    out_indices: torch.Tensor,
-    _bs: int,
-    page_size: int,
-) -> None:
-    # Same result as alloc_decode_kernel: a request whose new token opens a page takes
-    # the next free page in batch order; the others write right after their last slot.
-    needs_page = (seq_lens - 1) % page_size == 0
-    out_indices[:] = last_loc + 1
-    if bool(needs_page.any()):
-        rank = torch.cumsum(needs_page.to(torch.int64), 0)[needs_page] - 1
-        ok = rank < free_pages.numel()  # beyond: alloc_decode returns None anyway
-        vals = torch.zeros_like(rank)
-        vals[ok] = free_pages[rank[ok]].to(torch.int64) * page_size
-        out_indices[needs_page] = vals
-
-
-def _install_decode_launcher() -> None:
-    """Replacement 9 (see module docstring)."""
-    from sglang.srt.mem_cache import allocator
-
-    allocator.alloc_decode_kernel = sglang_cpu._Launcher(_alloc_decode)
-
-
 def _model_config(context_len: int) -> SimpleNamespace:
     return SimpleNamespace(
         vocab_size=VOCAB_SIZE,
@@ -207,7 +185,6 @@ def _build_scheduler(args: argparse.Namespace, context_len: int) -> Scheduler:
         random_seed=args.seed,
     )
     set_global_server_args_for_scheduler(server_args)
-    _install_decode_launcher()
 
     s: Scheduler = object.__new__(Scheduler)
     # -- the "Parse args" block of Scheduler.__init__ (single rank, no TP/PP/DP) --
@@ -361,7 +338,7 @@ class _Counters:
 def _observe(s: Scheduler, c: _Counters) -> None:
     tree_evict = s.tree_cache.evict
 
-    def evict(params: Any) -> Any:  # replacement 10 (observation only)
+    def evict(params: Any) -> Any:  # replacement 9 (observation only)
         res = tree_evict(params)
         c.evict_calls += 1
         c.evict_requested += params.num_tokens
@@ -409,6 +386,7 @@ def run(args: argparse.Namespace, workload: List[Request]) -> Dict[str, Any]:
     extend_steps = decode_steps = idle_steps = 0
     free_samples: List[int] = []
     evictable_samples: List[int] = []
+    running_samples: List[int] = []
     sched_cpu = get_batch_cpu = process_cpu = 0.0
     wall0 = time.perf_counter()
     cpu0 = time.process_time()
@@ -464,6 +442,7 @@ def run(args: argparse.Namespace, workload: List[Request]) -> Dict[str, Any]:
         sched_cpu += time.process_time() - t0
         free_samples.append(allocator.available_size())
         evictable_samples.append(s.tree_cache.evictable_size())
+        running_samples.append(s.running_batch.batch_size() if s.running_batch else 0)
         step += 1
 
         if batch is None and next_arrival >= len(pending) and not s.waiting_queue \
@@ -478,6 +457,7 @@ def run(args: argparse.Namespace, workload: List[Request]) -> Dict[str, Any]:
     used_pct = sorted(100.0 * (pool - f) / pool for f in free_samples)
     mean_free = sum(free_samples) / max(1, len(free_samples))
     return {
+        "sglang_file": sys.modules["sglang"].__file__,
         "config": {
             "page_size": args.page_size,
             "max_running_requests": args.max_running_requests,
@@ -501,6 +481,7 @@ def run(args: argparse.Namespace, workload: List[Request]) -> Dict[str, Any]:
         "reprefilled_tokens": reprefill_tokens,
         "mean_idle_free_tokens": mean_free,
         "mean_idle_free_pct": 100.0 * mean_free / pool,
+        "mean_running_requests": sum(running_samples) / max(1, len(running_samples)),
         "mean_evictable_cached_tokens": sum(evictable_samples) / max(1, len(evictable_samples)),
         "pool_use_p50_pct": _percentile(used_pct, 50),
         "pool_use_p99_pct": _percentile(used_pct, 99),

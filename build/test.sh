@@ -7,16 +7,7 @@
 . "$(dirname "$0")/lib.sh"
 VENV=${VENV:-$ROOT/build/venv}
 t0=$SECONDS
-bash "$ROOT/build/venv.sh"
-[ "$(cat "$WORK/tree.stamp" 2>/dev/null)" = "$(series_stamp)" ] || bash "$ROOT/build/apply.sh"
-whl=$(ls "$DIST"/sglang-*.whl 2>/dev/null | head -1 || true)
-if [ -z "$whl" ] || [ "$(cat "$DIST/.stamp" 2>/dev/null)" != "$(series_stamp)" ]; then
-  bash "$ROOT/build/wheel.sh"
-  series_stamp > "$DIST/.stamp"
-  whl=$(ls "$DIST"/sglang-*.whl | head -1)
-fi
-note "installing $(basename "$whl") into $VENV (--no-deps)"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --force-reinstall "$whl" >&2
+bash "$ROOT/build/prepare.sh"
 
 targets=()
 if [ -e "$SUBMODULE/.git" ]; then

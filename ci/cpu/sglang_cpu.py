@@ -47,18 +47,22 @@ class _Launcher:
 def _alloc_extend(prefix_lens, seq_lens, last_loc, free_pages, out_indices, _bs, page_size):
     from sglang.srt.mem_cache.allocator import alloc_extend_naive
 
-    alloc_extend_naive(
-        prefix_lens, seq_lens, last_loc, free_pages, out_indices, page_size, out_indices.device
-    )
+    # Like the kernel, read free pages only when there are enough of them; otherwise
+    # alloc_extend sees the shortage right after the launch and returns None.
+    new_pages = (seq_lens + page_size - 1) // page_size - (prefix_lens + page_size - 1) // page_size
+    if int(new_pages.sum()) <= len(free_pages):
+        alloc_extend_naive(
+            prefix_lens, seq_lens, last_loc, free_pages, out_indices, page_size, out_indices.device
+        )
 
 
 def _alloc_decode(seq_lens, last_loc, free_pages, out_indices, _bs, page_size):
     # A request whose new token opens a page takes the next free page, in batch order;
-    # every other request writes right after its last slot.
-    needs_page = (seq_lens - 1) % page_size == 0
-    rank = torch.cumsum(needs_page.to(torch.int64), 0) - 1
-    new_slot = free_pages[rank.clamp(min=0)] * page_size
-    out_indices[:] = torch.where(needs_page, new_slot, last_loc + 1)
+    # every other request writes right after its last slot. As in the kernel, free
+    # pages are read only for the requests that open one.
+    out_indices[:] = last_loc + 1
+    opening = torch.nonzero((seq_lens - 1) % page_size == 0).flatten()[: len(free_pages)]
+    out_indices[opening] = free_pages[: len(opening)] * page_size
 
 
 def install() -> None:
