@@ -3,15 +3,17 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 BENCH_ARGS ?=
 
-.PHONY: help source apply unapply refresh wheel venv test check-series bench bench-quick clean
+.PHONY: help source apply unapply refresh wheel venv test test-slow check-series bench bench-quick bench-series clean
 
 help:
 	@echo "make apply         apply patches/series onto the pinned upstream (build/work/tree)"
 	@echo "make wheel         build dist/sglang-<version>+mla.<N>-py3-none-any.whl from the patched tree"
 	@echo "make test          CPU tests: upstream's (when sglang/ is checked out), the patches', the fork's, per-patch bisect"
+	@echo "make test-slow     the series' property tests with HYPOTHESIS_PROFILE=slow (5,000 sequences per page size)"
 	@echo "make check-series  each patch applies and passes its tests at its point in the series"
 	@echo "make bench         pristine vs patched benchmark matrix, writes docs/benchmarks.md"
 	@echo "make bench-quick   a small benchmark run (part of make test)"
+	@echo "make bench-series  pristine, each series prefix p1..pN, patched; writes docs/bench-series.md"
 	@echo "make refresh       export the patched branch's commits back to patches/"
 	@echo "make unapply       remove the patched tree;  make clean: remove every generated file"
 
@@ -36,6 +38,9 @@ venv:
 test:
 	bash build/test.sh
 
+test-slow:
+	HYPOTHESIS_PROFILE=slow bash build/test_properties.sh
+
 check-series:
 	bash build/check_series.sh
 
@@ -44,6 +49,9 @@ bench:
 
 bench-quick:
 	bash build/bench.sh --quick $(BENCH_ARGS)
+
+bench-series:
+	bash build/bench.sh --series $(BENCH_ARGS)
 
 clean:
 	rm -rf build/work build/venv build/dl dist bench/out
