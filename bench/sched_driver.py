@@ -1,9 +1,10 @@
 """Model-free driver for SGLang's real scheduler and KV-memory code on CPU.
 
 Runs SGLang's own ``Scheduler`` methods (prefill admission, decode memory check,
-retraction, batch filter/merge, radix caching, allocators) against a synthetic
-workload; only the model forward and the process plumbing around the scheduler
-are replaced. Run with a SGLang source tree and ``ci/cpu`` on PYTHONPATH::
+retraction, batch filter/merge, radix caching, allocators) against a seeded synthetic
+workload (bench/workloads.py); only the model forward and the process plumbing around the
+scheduler are replaced. Time is modelled (bench/costmodel.py), never measured on a GPU.
+Run with a SGLang source tree and ``ci/cpu`` on PYTHONPATH::
 
     PYTHONPATH=<tree>/python:ci/cpu python bench/sched_driver.py --help
 
@@ -16,12 +17,13 @@ What runs for real (SGLang code, unmodified)
   ``ScheduleBatch.filter_batch`` / ``merge_batch``, ``Scheduler.update_running_batch``
   (``check_decode_mem``, ``retract_decode``, ``prepare_for_decode``).
 * ``Scheduler.process_batch_result`` -> ``process_batch_result_prefill`` /
-  ``process_batch_result_decode`` (``Req.check_finished``, ``release_kv_cache`` ->
-  ``RadixCache.cache_finished_req``, ``RadixCache.cache_unfinished_req``).
+  ``process_batch_result_decode`` (``Req.check_finished`` incl. stop tokens,
+  ``release_kv_cache`` -> ``RadixCache.cache_finished_req``, ``RadixCache.cache_unfinished_req``).
 * ``Scheduler._add_request_to_queue`` and ``init_req_max_new_tokens`` for arrivals;
   ``init_metrics``, ``init_running_status``, ``init_chunked_prefill``,
   ``init_diffusion_llm``, ``init_schedule_policy``,
   ``init_deterministic_inference_config`` to set the scheduler's state.
+* ``ServerArgs`` (with its ``__post_init__``), including any ``--server-arg KEY=VALUE``.
 * ``RadixCache``, ``ReqToTokenPool``, ``MLATokenToKVPool`` (tiny dims: 1 layer,
   kv_lora_rank 1, rope dim 1) and ``TokenToKVPoolAllocator`` (page 1) /
   ``PagedTokenToKVPoolAllocator`` (page > 1), built with the arguments
@@ -34,11 +36,17 @@ Replacements and stubs (each is the smallest piece that needs a model, a GPU, or
    attributes its ``init_model_config`` / ``init_ipc_channels`` / ``init_model_worker``
    / ``init_cache_with_memory_pool`` / ``init_disaggregation`` / ``init_overlap`` /
    ``maybe_init_ngram_embedding`` would set, and calls the other init_* methods for real.
+   ``max_total_num_tokens`` (the pool) comes from --pool-tokens / --pressure /
+   --deployment instead of a GPU memory profile. ``CacheInitParams`` gets what
+   ``init_cache_with_memory_pool`` passes a RadixCache: page size, chunked prefill size,
+   and every ``ServerArgs.radix_<name>`` that CacheInitParams has a ``<name>`` field for
+   (eviction_policy; eviction_granularity where a variant adds it).
 2. ``model_config``: a namespace with the few fields the scheduling path reads
    (vocab_size, context_len, is_multimodal, is_encoder_decoder, is_matryoshka, ...).
 3. ``Scheduler.run_batch`` -> ``_synthetic_run_batch``: no ``get_model_worker_batch``
    and no forward; bumps ``forward_ct``, makes one deterministic next token per request
-   and sets ``batch.output_ids`` exactly like the non-overlap path of ``run_batch``.
+   (``workloads.synthetic_token``; the stop token at a request's target length when its
+   max_new_tokens is larger) and sets ``batch.output_ids`` like the non-overlap path.
 4. ``stream_output``, ``report_prefill_stats``, ``report_decode_stats``,
    ``log_batch_result_stats``: no-ops (detokenizer IPC and metrics/log lines only).
 5. ``send_to_tokenizer`` / ``send_to_detokenizer``: a sink that counts sends
@@ -46,13 +54,17 @@ Replacements and stubs (each is the smallest piece that needs a model, a GPU, or
 6. ``grammar_manager``: a stub with no waiting grammars (the real one needs a
    distributed group; the workload has no grammars).
 7. Request intake: ``Req`` objects are built as in the non-session branch of
-   ``handle_generate_request`` (ignore_eos, max_new_tokens = target output length,
-   logprob_start_len -1) instead of receiving ``TokenizedGenerateReqInput`` over ZMQ.
+   ``handle_generate_request`` (max_new_tokens, ignore_eos unless the workload ends
+   requests with a stop token, logprob_start_len -1) instead of receiving
+   ``TokenizedGenerateReqInput`` over ZMQ; multi-turn follow-ups are built from the
+   finished request's ``output_ids``.
 8. The event loop is ``event_loop_normal`` (non-overlap) rewritten as a bounded
-   loop: arrivals per step instead of ``recv_requests``; no ``self_check_during_idle``.
-9. Observation only (results unchanged): ``tree_cache.evict`` and
-   ``ScheduleBatch.retract_decode`` are wrapped to count tokens asked/evicted and
-   retraction events.
+   loop: arrivals by modelled time instead of ``recv_requests``; no
+   ``self_check_during_idle``.
+9. Observation only (results unchanged): ``tree_cache.evict``, ``tree_cache.match_prefix``,
+   ``tree_cache.cache_finished_req``, the allocator's ``alloc`` / ``alloc_extend`` /
+   ``alloc_decode`` and ``ScheduleBatch.retract_decode`` are wrapped to count tokens
+   asked/evicted/needed, page-rounding losses and retraction events.
 
 Metrics (JSON on stdout)
 ------------------------
@@ -60,27 +72,36 @@ token_hit_rate: radix-cached prefix tokens / input tokens (origin + output so fa
 admission, re-admissions after retraction included; token_hit_rate_first_admission:
 SGLang's own ``req.cached_tokens`` / input tokens. prefill_tokens_computed: extend tokens
 over all extend batches; reprefilled_tokens: the part of them for retracted requests.
-evict_*: calls to ``RadixCache.evict``, tokens asked, tokens freed. mean_idle_free_*:
+prefill_flops_*: costmodel.Geometry.prefill_flops over what was computed, and over every
+request's whole prompt once (no cache); saved = no-cache - computed.
+evict_*: calls to ``RadixCache.evict``, tokens asked, tokens freed. tokens_needed: for each
+eviction, the part of the allocation that followed it which the free pool at the eviction
+could not cover; over_evicted_tokens = evicted - needed. page_tail_lost_at_insert: tokens
+of a finished request's last, partial page, which ``cache_finished_req`` frees instead of
+inserting in the tree;
+page_tail_lost_at_match: tokens past a page-aligned match that agree with a cached child's
+key (a token-level cache would have reused them). mean_idle_free_*:
 ``allocator.available_size()`` sampled after every step; pool_use_p50/p99_pct from the same
-samples. sched_cpu_ms_per_step: process CPU time of the loop body (arrival, scheduling,
-synthetic forward, result processing) per step. The final step (which finds nothing to do)
-is counted in ``steps``.
+samples. Modelled time (costmodel): ttft_* = first token time - arrival (queue wait +
+prefill), output_tokens_per_s = generated tokens / modelled makespan. sched_cpu_ms_per_step:
+process CPU time of the loop body per step. The final step (which finds nothing to do) is
+counted in ``steps``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import heapq
 import json
 import logging
+import math
 import os
-import random
 import resource
 import sys
 import time
-import zlib
-from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import sglang_cpu  # noqa: F401  (must precede every sglang import)
 import torch
@@ -102,40 +123,9 @@ from sglang.srt.server_args import ServerArgs, set_global_server_args_for_schedu
 from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 from sglang.srt.utils import require_mlp_sync
 
-VOCAB_SIZE = 32000
-
-
-@dataclass
-class Request:
-    input_ids: List[int]
-    output_len: int
-    arrival_step: int = 0
-
-
-def generated_shared_prefix(
-    groups: int,
-    prompts_per_group: int,
-    system_len: int,
-    question_len: int,
-    output_len: int,
-    seed: int = 0,
-    arrival_rate: int = 0,
-) -> List[Request]:
-    """G groups x P prompts; each group shares an S-token system prompt, then a Q-token
-    question. Shuffled with ``seed``. ``arrival_rate`` requests arrive per step (0: all at
-    step 0)."""
-    rng = random.Random(seed)
-    reqs: List[Request] = []
-    for _ in range(groups):
-        system = [rng.randrange(1, VOCAB_SIZE) for _ in range(system_len)]
-        for _ in range(prompts_per_group):
-            question = [rng.randrange(1, VOCAB_SIZE) for _ in range(question_len)]
-            reqs.append(Request(system + question, output_len))
-    rng.shuffle(reqs)
-    for i, r in enumerate(reqs):
-        r.arrival_step = i // arrival_rate if arrival_rate > 0 else 0
-    return reqs
-
+import costmodel
+import workloads
+from workloads import EOS_ID, VOCAB_SIZE, Request, Trace
 
 class _Sink:
     """Stands in for the ZMQ senders; counts what would be sent."""
@@ -170,7 +160,10 @@ def _model_config(context_len: int) -> SimpleNamespace:
     )
 
 
-def _build_scheduler(args: argparse.Namespace, context_len: int) -> Scheduler:
+def _build_scheduler(
+    args: argparse.Namespace, context_len: int, pool_tokens: int,
+    targets: Dict[str, Tuple[int, int]],
+) -> Scheduler:
     server_args = ServerArgs(
         model_path="dummy",
         device="cpu",
@@ -183,6 +176,7 @@ def _build_scheduler(args: argparse.Namespace, context_len: int) -> Scheduler:
         skip_tokenizer_init=True,
         schedule_policy=args.schedule_policy,
         random_seed=args.seed,
+        **args.server_kwargs,
     )
     set_global_server_args_for_scheduler(server_args)
 
@@ -235,7 +229,7 @@ def _build_scheduler(args: argparse.Namespace, context_len: int) -> Scheduler:
     s._think_end_id = None
 
     # -- init_model_worker: the values get_worker_info() would return --
-    s.max_total_num_tokens = args.pool_tokens
+    s.max_total_num_tokens = pool_tokens
     s.max_prefill_tokens = server_args.max_prefill_tokens
     s.max_running_requests = args.max_running_requests
     s.max_queued_requests = server_args.max_queued_requests
@@ -259,7 +253,7 @@ def _build_scheduler(args: argparse.Namespace, context_len: int) -> Scheduler:
         enable_memory_saver=False,
     )
     kv_pool = MLATokenToKVPool(
-        args.pool_tokens,
+        pool_tokens,
         page_size=s.page_size,
         dtype=torch.bfloat16,
         kv_lora_rank=1,
@@ -271,7 +265,7 @@ def _build_scheduler(args: argparse.Namespace, context_len: int) -> Scheduler:
     alloc_cls = TokenToKVPoolAllocator if s.page_size == 1 else PagedTokenToKVPoolAllocator
     alloc_kwargs = {} if s.page_size == 1 else {"page_size": s.page_size}
     s.token_to_kv_pool_allocator = alloc_cls(
-        args.pool_tokens,
+        pool_tokens,
         dtype=torch.bfloat16,
         device="cpu",
         kvcache=kv_pool,
@@ -279,16 +273,20 @@ def _build_scheduler(args: argparse.Namespace, context_len: int) -> Scheduler:
         **alloc_kwargs,
     )
     s.disable_radix_cache = False
-    s.tree_cache = RadixCache(
-        CacheInitParams(
-            disable=False,
-            req_to_token_pool=s.req_to_token_pool,
-            token_to_kv_pool_allocator=s.token_to_kv_pool_allocator,
-            page_size=s.page_size,
-            eviction_policy=server_args.radix_eviction_policy,
-            chunked_prefill_size=server_args.chunked_prefill_size,
-        )
+    cache_kwargs: Dict[str, Any] = dict(
+        disable=False,
+        req_to_token_pool=s.req_to_token_pool,
+        token_to_kv_pool_allocator=s.token_to_kv_pool_allocator,
+        page_size=s.page_size,
+        eviction_policy=server_args.radix_eviction_policy,
+        chunked_prefill_size=server_args.chunked_prefill_size,
     )
+    # Any other radix option the tree has (CacheInitParams.<name> <- ServerArgs.radix_<name>,
+    # as eviction_policy above), so --server-arg reaches the cache in every variant.
+    for f in dataclasses.fields(CacheInitParams):
+        if f.name not in cache_kwargs and hasattr(server_args, f"radix_{f.name}"):
+            cache_kwargs[f.name] = getattr(server_args, f"radix_{f.name}")
+    s.tree_cache = RadixCache(CacheInitParams(**cache_kwargs))
     s.decode_offload_manager = None
 
     s.init_running_status()
@@ -303,7 +301,7 @@ def _build_scheduler(args: argparse.Namespace, context_len: int) -> Scheduler:
     s.grammar_manager = _NoGrammar()  # replacement 6
 
     # -- replacements 3 and 4 --
-    s.run_batch = lambda batch: _synthetic_run_batch(s, batch)
+    s.run_batch = lambda batch: _synthetic_run_batch(s, batch, targets)
     s.stream_output = _noop
     s.report_prefill_stats = _noop
     s.report_decode_stats = _noop
@@ -312,17 +310,20 @@ def _build_scheduler(args: argparse.Namespace, context_len: int) -> Scheduler:
     return s
 
 
-def _synthetic_token(req: Req) -> int:
-    # Deterministic in (request, position): retract + re-prefill reproduces it.
-    return 1 + (zlib.crc32(req.rid.encode()) * 7919 + len(req.output_ids) * 104729) % (VOCAB_SIZE - 1)
-
-
-def _synthetic_run_batch(s: Scheduler, batch: ScheduleBatch) -> GenerationBatchResult:
+def _synthetic_run_batch(
+    s: Scheduler, batch: ScheduleBatch, targets: Dict[str, Tuple[int, int]]
+) -> GenerationBatchResult:
     """run_batch without get_model_worker_batch and forward (replacement 3)."""
     s.forward_ct += 1
-    next_token_ids = torch.tensor(
-        [_synthetic_token(r) for r in batch.reqs], dtype=torch.int64
-    )
+    toks = []
+    for r in batch.reqs:
+        pos = len(r.output_ids)
+        out_len, max_new = targets[r.rid]
+        if pos == out_len - 1 and out_len < max_new:
+            toks.append(EOS_ID)
+        else:
+            toks.append(workloads.synthetic_token(r.rid, pos))
+    next_token_ids = torch.tensor(toks, dtype=torch.int64)
     batch.output_ids = next_token_ids
     return GenerationBatchResult(next_token_ids=next_token_ids)
 
@@ -332,20 +333,88 @@ class _Counters:
         self.evict_calls = 0
         self.evict_requested = 0
         self.evicted = 0
+        self.needed = 0
+        self.pending: Optional[Tuple[int, int]] = None  # (free before eviction, evicted)
+        self.alloc_failures = 0
         self.retract_events = 0
+        self.tail_lost_insert = 0
+        self.match_tail: Dict[str, int] = {}
+
+
+def _lcp(a: List[int], b: List[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _observe(s: Scheduler, c: _Counters) -> None:
-    tree_evict = s.tree_cache.evict
+    """Replacement 9: wrappers that count and pass everything through unchanged."""
+    tree, alloc, page = s.tree_cache, s.token_to_kv_pool_allocator, s.page_size
+    tree_evict = tree.evict
 
-    def evict(params: Any) -> Any:  # replacement 9 (observation only)
+    def evict(params: Any) -> Any:
+        free_before = alloc.available_size()
         res = tree_evict(params)
         c.evict_calls += 1
         c.evict_requested += params.num_tokens
         c.evicted += res.num_tokens_evicted
+        c.pending = (free_before, res.num_tokens_evicted)
         return res
 
-    s.tree_cache.evict = evict
+    tree.evict = evict
+
+    def wrap_alloc(name: str) -> None:
+        orig = getattr(alloc, name)
+
+        def wrapped(*a: Any, **kw: Any) -> Any:
+            before = alloc.available_size()
+            out = orig(*a, **kw)
+            if out is None:
+                c.alloc_failures += 1
+            if c.pending is not None:
+                free_at_evict, evicted = c.pending
+                c.pending = None
+                consumed = before - alloc.available_size() if out is not None else 0
+                c.needed += min(evicted, max(0, consumed - free_at_evict))
+            return out
+
+        setattr(alloc, name, wrapped)
+
+    for name in ("alloc", "alloc_extend", "alloc_decode"):
+        if hasattr(alloc, name):
+            wrap_alloc(name)
+
+    orig_finished = tree.cache_finished_req
+
+    def cache_finished_req(req: Req, *a: Any, **kw: Any) -> Any:
+        is_insert = kw.get("is_insert", a[0] if a else True)
+        if is_insert and page > 1 and req.finished():
+            c.tail_lost_insert += getattr(req, "kv_committed_len", 0) % page
+        return orig_finished(req, *a, **kw)
+
+    tree.cache_finished_req = cache_finished_req
+
+    if page > 1:
+        orig_match = tree.match_prefix
+
+        def match_prefix(params: Any) -> Any:
+            res = orig_match(params)
+            req = getattr(params, "req", None)
+            if req is not None:
+                m = len(res.device_indices)
+                rest = params.key.token_ids[m:m + page]
+                best = 0
+                if rest:
+                    for child in res.last_device_node.children.values():
+                        if child.key is not None:
+                            best = max(best, _lcp(child.key.token_ids[:len(rest)], rest))
+                c.match_tail[req.rid] = best
+            return res
+
+        tree.match_prefix = match_prefix
 
     orig_retract = getattr(
         ScheduleBatch.retract_decode, "__wrapped__", ScheduleBatch.retract_decode
@@ -368,22 +437,45 @@ def _percentile(sorted_vals: List[float], q: float) -> float:
     return sorted_vals[k]
 
 
-def run(args: argparse.Namespace, workload: List[Request]) -> Dict[str, Any]:
-    context_len = max(len(r.input_ids) + r.output_len for r in workload) + 64
-    s = _build_scheduler(args, context_len)
+def _make_req(w: Request) -> Req:
+    stop = w.max_new_tokens > w.output_len
+    sp = SamplingParams(max_new_tokens=w.max_new_tokens, ignore_eos=not stop, temperature=0.0,
+                        stop_token_ids=[EOS_ID] if stop else None)
+    sp.normalize(None)
+    req = Req(w.rid, "", list(w.input_ids), sp, vocab_size=VOCAB_SIZE)
+    req.tokenizer = None
+    req.logprob_start_len = -1
+    return req
+
+
+def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
+        geom: costmodel.Geometry, dep: costmodel.Deployment) -> Dict[str, Any]:
+    known = trace.all_requests or trace.requests
+    context_len = max(len(r.input_ids) + r.max_new_tokens for r in known) + 64
+    targets: Dict[str, Tuple[int, int]] = {}  # rid -> (output_len, max_new_tokens)
+    s = _build_scheduler(args, context_len, pool_tokens, targets)
     c = _Counters()
     _observe(s, c)
     allocator = s.token_to_kv_pool_allocator
     pool = allocator.available_size()  # usable capacity (whole pages for page_size > 1)
+    sp = dep.step_params(geom)
 
-    pending = sorted(range(len(workload)), key=lambda i: workload[i].arrival_step)
+    heap: List[Tuple[float, int, Request]] = [(r.arrival_s, i, r) for i, r in enumerate(trace.requests)]
+    heapq.heapify(heap)
+    seq = len(heap)
+    by_rid: Dict[str, Request] = {}
     all_reqs: List[Req] = []
-    next_arrival = 0
+    arrival: Dict[str, float] = {}
+    first_token: Dict[str, float] = {}
+    finished_at: Dict[str, float] = {}
+    now = prefill_time = decode_time = 0.0
     step = 0
     in_prefill: set = set()  # rids with a chunked prefill under way
-    admitted = admitted_input = admitted_cached = 0
+    seen: set = set()  # rids admitted at least once
+    admitted = admitted_input = admitted_cached = tail_lost_match = 0
     prefill_tokens = reprefill_tokens = 0
-    extend_steps = decode_steps = idle_steps = 0
+    flops_computed = flops_nocache = 0.0
+    extend_steps = decode_steps = idle_steps = idle_run = 0
     free_samples: List[int] = []
     evictable_samples: List[int] = []
     running_samples: List[int] = []
@@ -391,20 +483,22 @@ def run(args: argparse.Namespace, workload: List[Request]) -> Dict[str, Any]:
     wall0 = time.perf_counter()
     cpu0 = time.process_time()
 
+    def busy() -> bool:
+        return bool(s.waiting_queue) or not s.running_batch.is_empty() or s.chunked_req is not None
+
     while True:
-        # -- recv_requests / process_input_requests (replacement 7) --
-        while next_arrival < len(pending) and workload[pending[next_arrival]].arrival_step <= step:
-            i = pending[next_arrival]
-            w = workload[i]
-            sp = SamplingParams(max_new_tokens=w.output_len, ignore_eos=True, temperature=0.0)
-            sp.normalize(None)
-            req = Req(f"r{i}", "", list(w.input_ids), sp, vocab_size=VOCAB_SIZE)
-            req.tokenizer = None
+        # -- recv_requests / process_input_requests (replacement 7), by modelled time --
+        if heap and heap[0][0] > now and not busy():
+            now = heap[0][0]  # idle until the next arrival
+        while heap and heap[0][0] <= now:
+            _, _, w = heapq.heappop(heap)
+            req = _make_req(w)
             s.init_req_max_new_tokens(req)
-            req.logprob_start_len = -1
+            targets[w.rid] = (w.output_len, w.max_new_tokens)
+            by_rid[w.rid] = w
+            arrival[w.rid] = w.arrival_s
             s._add_request_to_queue(req)
             all_reqs.append(req)
-            next_arrival += 1
 
         t0 = time.process_time()
         batch = s.get_next_batch_to_run()
@@ -412,32 +506,60 @@ def run(args: argparse.Namespace, workload: List[Request]) -> Dict[str, Any]:
         t1 = time.process_time()
         get_batch_cpu += t1 - t0
         if batch is not None:
+            idle_run = 0
             if batch.forward_mode.is_extend():
                 extend_steps += 1
+                step_flops = 0.0
                 for req, pre, ext in zip(batch.reqs, batch.prefix_lens, batch.extend_lens):
                     prefill_tokens += ext
+                    step_flops += geom.prefill_flops(pre, ext)
                     if req.retraction_count > 0:
                         reprefill_tokens += ext
                     if req.rid not in in_prefill:  # admission (first chunk)
                         admitted += 1
                         admitted_input += len(req.origin_input_ids) + len(req.output_ids)
                         admitted_cached += pre
+                        tail_lost_match += c.match_tail.pop(req.rid, 0)
+                        if req.rid not in seen:
+                            seen.add(req.rid)
+                            flops_nocache += geom.prefill_flops(0, len(req.origin_input_ids))
                     if req is s.chunked_req:
                         in_prefill.add(req.rid)
                     else:
                         in_prefill.discard(req.rid)
+                flops_computed += step_flops
+                dt = step_flops / sp["prefill_flops_per_s"]
+                prefill_time += dt
             else:
                 decode_steps += 1
+                kv = int(batch.seq_lens_cpu.sum()) if batch.seq_lens_cpu is not None else 0
+                dt = (sp["decode_a_s"] + sp["decode_b_s_per_req"] * batch.batch_size()
+                      + sp["decode_c_s_per_kv_token"] * kv)
+                decode_time += dt
             result = s.run_batch(batch)
             t2 = time.process_time()
             s.process_batch_result(batch, result)
             process_cpu += time.process_time() - t2
+            now += dt
+            for req in batch.reqs:
+                rid = req.rid
+                if rid not in first_token and req.output_ids:
+                    first_token[rid] = now
+                if rid not in finished_at and req.finished():
+                    finished_at[rid] = now
+                    for nxt in trace.follow_up(by_rid[rid], list(req.output_ids), now):
+                        heapq.heappush(heap, (nxt.arrival_s, seq, nxt))
+                        seq += 1
         else:
             idle_steps += 1
+            idle_run += 1
             if os.environ.get("SCHED_DRIVER_DEBUG"):
                 print(f"idle step {step}: waiting={len(s.waiting_queue)} running="
                       f"{s.running_batch.batch_size()} free={allocator.available_size()}"
                       f" evictable={s.tree_cache.evictable_size()}", file=sys.stderr)
+            if idle_run > 1000:
+                raise SystemExit(f"sched_driver: no progress for {idle_run} steps at step {step} "
+                                 f"(waiting={len(s.waiting_queue)}, pool={pool})")
         s.last_batch = batch
         sched_cpu += time.process_time() - t0
         free_samples.append(allocator.available_size())
@@ -445,8 +567,7 @@ def run(args: argparse.Namespace, workload: List[Request]) -> Dict[str, Any]:
         running_samples.append(s.running_batch.batch_size() if s.running_batch else 0)
         step += 1
 
-        if batch is None and next_arrival >= len(pending) and not s.waiting_queue \
-                and s.running_batch.is_empty() and s.chunked_req is None:
+        if batch is None and not heap and not busy():
             break
         if args.max_steps and step >= args.max_steps:
             break
@@ -454,28 +575,46 @@ def run(args: argparse.Namespace, workload: List[Request]) -> Dict[str, Any]:
     wall = time.perf_counter() - wall0
     finished = [r for r in all_reqs if r.finished()]
     input_tokens = sum(len(r.origin_input_ids) for r in all_reqs)
+    output_tokens = sum(len(r.output_ids) for r in finished)
     used_pct = sorted(100.0 * (pool - f) / pool for f in free_samples)
     mean_free = sum(free_samples) / max(1, len(free_samples))
+    ttft = sorted(first_token[r] - arrival[r] for r in first_token)
     return {
         "sglang_file": sys.modules["sglang"].__file__,
         "config": {
+            "workload": trace.name,
+            "workload_params": trace.params,
+            "model": geom.name,
+            "deployment": dep.name,
             "page_size": args.page_size,
             "max_running_requests": args.max_running_requests,
             "chunked_prefill_size": args.chunked_prefill_size,
+            "request_rate": args.request_rate,
+            "server_args": args.server_kwargs,
             "pool_tokens": pool,
-            "num_requests": len(workload),
+            "num_requests": len(all_reqs),
             "input_tokens": input_tokens,
         },
         "finished_requests": len(finished),
         "aborted_requests": sum(1 for r in finished if r.finished_reason is not None
                                 and type(r.finished_reason).__name__ == "FINISH_ABORT"),
+        "output_tokens": output_tokens,
         "token_hit_rate": admitted_cached / max(1, admitted_input),
         "token_hit_rate_first_admission": sum(r.cached_tokens for r in all_reqs) / max(1, input_tokens),
         "admissions": admitted,
         "prefill_tokens_computed": prefill_tokens,
+        "prefill_flops_computed": flops_computed,
+        "prefill_flops_nocache": flops_nocache,
+        "prefill_flops_saved": flops_nocache - flops_computed,
+        "prefill_flops_saved_frac": (flops_nocache - flops_computed) / max(1.0, flops_nocache),
         "evict_calls": c.evict_calls,
         "evict_tokens_requested": c.evict_requested,
         "tokens_evicted": c.evicted,
+        "tokens_needed": c.needed,
+        "over_evicted_tokens": c.evicted - c.needed,
+        "alloc_failures": c.alloc_failures,
+        "page_tail_lost_at_insert": c.tail_lost_insert,
+        "page_tail_lost_at_match": tail_lost_match,
         "retract_events": c.retract_events,
         "retracted_requests": sum(r.retraction_count for r in all_reqs),
         "reprefilled_tokens": reprefill_tokens,
@@ -485,6 +624,15 @@ def run(args: argparse.Namespace, workload: List[Request]) -> Dict[str, Any]:
         "mean_evictable_cached_tokens": sum(evictable_samples) / max(1, len(evictable_samples)),
         "pool_use_p50_pct": _percentile(used_pct, 50),
         "pool_use_p99_pct": _percentile(used_pct, 99),
+        "kv_bytes_per_token": geom.kv_bytes_per_token,
+        "pool_gb": pool * geom.kv_bytes_per_token / 1e9,
+        "modelled_makespan_s": now,
+        "modelled_prefill_s": prefill_time,
+        "modelled_decode_s": decode_time,
+        "ttft_mean_s": sum(ttft) / max(1, len(ttft)),
+        "ttft_p50_s": _percentile(ttft, 50),
+        "ttft_p99_s": _percentile(ttft, 99),
+        "output_tokens_per_s": output_tokens / now if now else 0.0,
         "steps": step,
         "extend_steps": extend_steps,
         "decode_steps": decode_steps,
@@ -502,39 +650,131 @@ def run(args: argparse.Namespace, workload: List[Request]) -> Dict[str, Any]:
     }
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def _kv_pairs(items: List[str], flag: str) -> Dict[str, str]:
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise SystemExit(f"{flag} {it!r}: expected KEY=VALUE")
+        k, v = it.split("=", 1)
+        out[k.strip().replace("-", "_")] = v.strip()
+    return out
+
+
+def _typed(value: str, like: Any) -> Any:
+    if isinstance(like, bool):
+        if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+            raise SystemExit(f"expected a boolean, got {value!r}")
+        return value.lower() in ("1", "true", "yes")
+    for t in ((int, float) if like is None else (type(like),)):
+        try:
+            return t(value)
+        except (TypeError, ValueError):
+            continue
+    return value
+
+
+def server_kwargs(items: List[str]) -> Dict[str, Any]:
+    """--server-arg KEY=VALUE -> ServerArgs keyword arguments, typed like the field's default;
+    a key this SGLang's ServerArgs does not have is an error naming the tree."""
+    fields = {f.name: f for f in dataclasses.fields(ServerArgs)}
+    out = {}
+    for k, v in _kv_pairs(items, "--server-arg").items():
+        if k not in fields:
+            raise SystemExit(f"--server-arg {k}: ServerArgs in {sys.modules['sglang'].__file__} "
+                             f"has no attribute {k!r} (this variant lacks it)")
+        f = fields[k]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        out[k] = _typed(v, default)
+    return out
+
+
+def pool_size(args: argparse.Namespace, trace: Trace, unique: int, geom: costmodel.Geometry,
+              dep: costmodel.Deployment) -> int:
+    if args.oracle:  # nothing evicted: every unique token + a page per request + running tails
+        known = trace.all_requests or trace.requests
+        longest = max(len(r.input_ids) + r.max_new_tokens for r in known)
+        return unique + (len(known) + args.max_running_requests) * args.page_size + longest
+    if args.pressure:
+        return int(math.ceil(args.pressure * unique))
+    if args.pool_tokens:
+        return args.pool_tokens
+    return dep.pool_tokens(geom)
+
+
+def parser() -> argparse.ArgumentParser:
+    wl_help = "; ".join(f"{k}: " + ", ".join(f"{p}={v:g}" for p, v in d.items())
+                        for k, (_, d) in workloads.WORKLOADS.items())
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                epilog="Workload parameters (defaults): " + wl_help)
+    p.add_argument("--workload", choices=sorted(workloads.WORKLOADS), default="gsp")
+    p.add_argument("--wl", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a workload parameter (repeatable; see the list below)")
+    p.add_argument("--model", choices=sorted(costmodel.GEOMETRIES), default="v3",
+                   help="MLA geometry: KV bytes per token and the FLOP / step-time model")
+    p.add_argument("--deployment", choices=sorted(costmodel.DEPLOYMENTS),
+                   help="hardware of the step-time model and the default pool "
+                        "(default: the model's own, v3 -> v3-h200x8, v2-lite -> v2lite-h100)")
+    pool = p.add_mutually_exclusive_group()
+    pool.add_argument("--pool-tokens", type=int, default=0,
+                      help="KV pool size in tokens (default: from --deployment's memory budget)")
+    pool.add_argument("--pressure", type=float, default=0.0,
+                      help="pool = F x the trace's unique prefix-tree tokens (inputs + outputs)")
+    pool.add_argument("--oracle", action="store_true",
+                      help="pool large enough that nothing is ever evicted (hit-rate ceiling)")
     p.add_argument("--page-size", type=int, default=64)
     p.add_argument("--max-running-requests", type=int, default=128)
     p.add_argument("--chunked-prefill-size", type=int, default=8192)
     p.add_argument("--max-prefill-tokens", type=int, default=16384)
-    p.add_argument("--pool-tokens", type=int, default=150_000, help="KV pool size in tokens")
     p.add_argument("--schedule-policy", default="fcfs", help="SGLang schedule policy (fcfs, lpm, ...)")
-    p.add_argument("--groups", type=int, default=8, help="G: shared-prefix groups")
-    p.add_argument("--prompts-per-group", type=int, default=4, help="P: prompts per group")
-    p.add_argument("--system-len", type=int, default=512, help="S: shared system prompt tokens")
-    p.add_argument("--question-len", type=int, default=64, help="Q: question tokens")
-    p.add_argument("--output-len", type=int, default=32, help="O: output tokens per request")
-    p.add_argument("--arrival-rate", type=int, default=0, help="requests arriving per step (0: all at once)")
+    p.add_argument("--server-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a ServerArgs field (repeatable); fails if this SGLang lacks it")
+    p.add_argument("--request-rate", type=float, default=0.0,
+                   help="Poisson arrivals per modelled second (0: all at t=0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=0, help="stop after N steps (0: run to completion)")
+    p.add_argument("--batch", help="JSON file: a list of argument lists; runs each in this process "
+                                   "and prints one JSON line per run")
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("--verbose", action="store_true", help="keep SGLang's log lines")
-    args = p.parse_args(argv)
+    return p
 
+
+def run_one(argv: List[str]) -> Dict[str, Any]:
+    args = parser().parse_args(argv)
+    args.server_kwargs = server_kwargs(args.server_arg)
+    geom = costmodel.GEOMETRIES[args.model]
+    dep = costmodel.DEPLOYMENTS[args.deployment or geom.deployment]
+    trace = workloads.build(args.workload, {k: float(v) for k, v in _kv_pairs(args.wl, "--wl").items()},
+                            args.seed)
+    workloads.with_arrivals(trace, args.request_rate, args.seed)
+    unique = workloads.unique_prefix_tokens(trace.sequences())
+    pool = pool_size(args, trace, unique, geom, dep)
+    res = run(args, trace, pool, geom, dep)
+    res["config"]["unique_tokens"] = unique
+    res["config"]["pressure"] = res["config"]["pool_tokens"] / unique
+    res["config"]["oracle"] = args.oracle
+    res["config"]["argv"] = argv
+    import sglang
+
+    res["sglang_path"] = os.path.dirname(sglang.__file__)
+    res["sglang_version"] = getattr(sglang, "__version__", "?")
+    return res
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR)
     if not args.verbose:
         logging.getLogger("sglang").setLevel(logging.ERROR)
     torch.set_num_threads(1)
-
-    workload = generated_shared_prefix(
-        args.groups, args.prompts_per_group, args.system_len, args.question_len,
-        args.output_len, args.seed, args.arrival_rate,
-    )
-    res = run(args, workload)
-    import sglang
-
-    res["sglang_path"] = os.path.dirname(sglang.__file__)
+    if args.batch:
+        with open(args.batch) as f:
+            runs = json.load(f)
+        for one in runs:
+            print(json.dumps(run_one([str(x) for x in one])), flush=True)
+        return 0
+    res = run_one(argv)
     text = json.dumps(res, indent=2)
     print(text)
     if args.out:

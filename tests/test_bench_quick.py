@@ -20,12 +20,61 @@ def test_bench_quick_patched_recovers_reuse_at_page_64(tmp_path: Path):
         capture_output=True, text=True,
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    (res,) = json.loads((out / "quick.json").read_text())
+    (res,) = json.loads((out / "quick.json").read_text())["results"]
     a, b = res["pristine"], res["patched"]
-    assert res["config"]["page_size"] == 64
+    assert res["config"]["page_size"] == 64 and res["config"]["workload"] == "gsp"
     for run in (a, b):
-        assert run["finished_requests"] == res["pristine"]["config"]["num_requests"]
+        assert run["finished_requests"] == run["config"]["num_requests"] > 0
         assert run["end_free_plus_evictable_eq_pool"] and run["end_req_slots_free"]
+        assert run["pool_use_p50_pct"] > 80  # the pool really is under pressure
+        assert run["tokens_needed"] <= run["tokens_evicted"]
+        assert run["prefill_flops_computed"] < run["prefill_flops_nocache"]
+        assert run["ttft_p99_s"] >= run["ttft_mean_s"] > 0
+    assert a["config"]["pool_tokens"] == b["config"]["pool_tokens"]
     assert b["token_hit_rate"] >= a["token_hit_rate"]
     assert abs(1 - b["evicted_per_asked"]) < abs(1 - a["evicted_per_asked"])
+    assert b["over_evicted_tokens"] <= a["over_evicted_tokens"]
     assert b["mean_idle_free_tokens"] <= a["mean_idle_free_tokens"]
+
+
+def _workloads():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import workloads
+
+    return workloads
+
+
+def test_unique_prefix_tokens_counts_trie_nodes():
+    wl = _workloads()
+    seqs = [[1, 2, 3], [1, 2, 4, 5], [1, 2, 3], [7], [1, 2]]
+    trie: dict = {}
+    nodes = 0
+    for s in seqs:
+        node = trie
+        for t in s:
+            if t not in node:
+                node[t] = {}
+                nodes += 1
+            node = node[t]
+    assert wl.unique_prefix_tokens(seqs) == nodes
+
+
+def test_multiturn_rounds_extend_the_previous_round_verbatim():
+    wl = _workloads()
+    trace = wl.build("multiturn", {"clients": 3, "parallel": 2, "rounds": 3, "turn_len": 5,
+                                   "output_len": 4}, seed=1)
+    expected = {r.rid: r for r in trace.all_requests}
+    assert [r.rid for r in trace.requests] == ["c0-t0", "c1-t0"]
+    pending, seen = list(trace.requests), []
+    while pending:  # finish requests in arrival order with the synthetic outputs
+        r = pending.pop(0)
+        seen.append(r.rid)
+        assert r.input_ids == expected[r.rid].input_ids
+        out = wl.synthetic_output(r.rid, r.output_len, r.max_new_tokens)
+        for nxt in trace.follow_up(r, out, 0.0):
+            if nxt.rid.endswith("-t0"):
+                assert nxt.rid == "c2-t0"  # a new client only when one finished all its rounds
+            else:
+                assert nxt.input_ids[:len(r.input_ids) + len(out)] == r.input_ids + out
+            pending.append(nxt)
+    assert sorted(seen) == sorted(expected)
