@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 BENCH_ARGS ?=
 
-.PHONY: help source apply unapply refresh wheel venv test test-slow check-series bench bench-quick bench-series clean
+.PHONY: help source apply unapply refresh wheel venv test test-slow check-series bench bench-quick bench-series bench-retraction clean
 
 help:
 	@echo "make apply         apply patches/series onto the pinned upstream (build/work/tree)"
@@ -14,6 +14,7 @@ help:
 	@echo "make bench         pristine vs patched benchmark matrix, writes docs/benchmarks.md"
 	@echo "make bench-quick   a small benchmark run (part of make test)"
 	@echo "make bench-series  pristine, each series prefix p1..pN, patched; writes docs/bench-series.md"
+	@echo "make bench-retraction  r1 retraction over seeds, arrival rates and reservation floors; docs/retraction.md"
 	@echo "make refresh       export the patched branch's commits back to patches/"
 	@echo "make unapply       remove the patched tree;  make clean: remove every generated file"
 
@@ -52,6 +53,9 @@ bench-quick:
 
 bench-series:
 	bash build/bench.sh --series $(BENCH_ARGS)
+
+bench-retraction:
+	BENCH_SCRIPT=bench/retraction.py bash build/bench.sh $(BENCH_ARGS)
 
 clean:
 	rm -rf build/work build/venv build/dl dist bench/out

@@ -72,6 +72,11 @@ token_hit_rate: radix-cached prefix tokens / input tokens (origin + output so fa
 admission, re-admissions after retraction included; token_hit_rate_first_admission:
 SGLang's own ``req.cached_tokens`` / input tokens. prefill_tokens_computed: extend tokens
 over all extend batches; reprefilled_tokens: the part of them for retracted requests.
+retracted_kv_tokens: KV (input + output so far) the retracted requests held when retracted;
+readmitted_cached_tokens: of that, the prefix found in the radix cache at re-admission;
+retraction_wait_mean_s: retraction to re-admission. stall_p99_s / stall_max_s: per request,
+the longest modelled wait between two of its output tokens (a retracted request stalls until
+it is re-admitted and re-prefilled); p99 and max over requests.
 prefill_flops_*: costmodel.Geometry.prefill_flops over what was computed, and over every
 request's whole prompt once (no cache); saved = no-cache - computed.
 evict_*: calls to ``RadixCache.evict``, tokens asked, tokens freed. tokens_needed: for each
@@ -337,6 +342,8 @@ class _Counters:
         self.pending: Optional[Tuple[int, int]] = None  # (free before eviction, evicted)
         self.alloc_failures = 0
         self.retract_events = 0
+        self.retracted_kv = 0  # tokens of KV the retracted requests held when retracted
+        self.retracted: List[Req] = []  # retracted since the driver last looked
         self.tail_lost_insert = 0
         self.match_tail: Dict[str, int] = {}
 
@@ -421,9 +428,13 @@ def _observe(s: Scheduler, c: _Counters) -> None:
     )
 
     def retract_decode(self: ScheduleBatch, server_args: ServerArgs) -> Any:
+        held = {id(r): len(r.origin_input_ids) + len(r.output_ids) for r in self.reqs}
         out = orig_retract(self, server_args)
         if out[0] or out[2]:
             c.retract_events += 1
+        for r in out[0]:
+            c.retracted_kv += held[id(r)]
+            c.retracted.append(r)
         return out
 
     retract_decode.__wrapped__ = orig_retract  # type: ignore[attr-defined]
@@ -474,6 +485,11 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
     seen: set = set()  # rids admitted at least once
     admitted = admitted_input = admitted_cached = tail_lost_match = 0
     prefill_tokens = reprefill_tokens = 0
+    readmit_cached = 0  # prefix found in the cache when a retracted request is re-admitted
+    retracted_at: Dict[str, float] = {}
+    waits: List[float] = []  # retraction -> re-admission, modelled seconds
+    last_token: Dict[str, float] = {}
+    worst_gap: Dict[str, float] = {}  # longest wait between two output tokens, per request
     flops_computed = flops_nocache = 0.0
     extend_steps = decode_steps = idle_steps = idle_run = 0
     free_samples: List[int] = []
@@ -520,6 +536,9 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
                         admitted_input += len(req.origin_input_ids) + len(req.output_ids)
                         admitted_cached += pre
                         tail_lost_match += c.match_tail.pop(req.rid, 0)
+                        if req.rid in retracted_at:
+                            readmit_cached += pre
+                            waits.append(now - retracted_at.pop(req.rid))
                         if req.rid not in seen:
                             seen.add(req.rid)
                             flops_nocache += geom.prefill_flops(0, len(req.origin_input_ids))
@@ -541,10 +560,17 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
             s.process_batch_result(batch, result)
             process_cpu += time.process_time() - t2
             now += dt
+            for req in c.retracted:
+                retracted_at[req.rid] = now
+            c.retracted.clear()
             for req in batch.reqs:
                 rid = req.rid
                 if rid not in first_token and req.output_ids:
                     first_token[rid] = now
+                if req.output_ids and not (batch.forward_mode.is_extend() and req is s.chunked_req):
+                    if rid in last_token:
+                        worst_gap[rid] = max(worst_gap.get(rid, 0.0), now - last_token[rid])
+                    last_token[rid] = now
                 if rid not in finished_at and req.finished():
                     finished_at[rid] = now
                     for nxt in trace.follow_up(by_rid[rid], list(req.output_ids), now):
@@ -591,6 +617,7 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
             "chunked_prefill_size": args.chunked_prefill_size,
             "request_rate": args.request_rate,
             "server_args": args.server_kwargs,
+            "env": _kv_pairs(args.env, "--env"),
             "pool_tokens": pool,
             "num_requests": len(all_reqs),
             "input_tokens": input_tokens,
@@ -617,7 +644,13 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
         "page_tail_lost_at_match": tail_lost_match,
         "retract_events": c.retract_events,
         "retracted_requests": sum(r.retraction_count for r in all_reqs),
+        "retracted_distinct_requests": sum(1 for r in all_reqs if r.retraction_count > 0),
         "reprefilled_tokens": reprefill_tokens,
+        "retracted_kv_tokens": c.retracted_kv,
+        "readmitted_cached_tokens": readmit_cached,
+        "retraction_wait_mean_s": sum(waits) / max(1, len(waits)),
+        "stall_p99_s": _percentile(sorted(worst_gap.values()), 99),
+        "stall_max_s": max(worst_gap.values(), default=0.0),
         "mean_idle_free_tokens": mean_free,
         "mean_idle_free_pct": 100.0 * mean_free / pool,
         "mean_running_requests": sum(running_samples) / max(1, len(running_samples)),
@@ -730,6 +763,9 @@ def parser() -> argparse.ArgumentParser:
                    help="set a ServerArgs field (repeatable); fails if this SGLang lacks it")
     p.add_argument("--request-rate", type=float, default=0.0,
                    help="Poisson arrivals per modelled second (0: all at t=0)")
+    p.add_argument("--env", action="append", default=[], metavar="SGLANG_KEY=VALUE",
+                   help="set an SGLANG_* environment variable for this run only (repeatable), "
+                        "e.g. SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR=0.3")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=0, help="stop after N steps (0: run to completion)")
     p.add_argument("--batch", help="JSON file: a list of argument lists; runs each in this process "
@@ -741,6 +777,23 @@ def parser() -> argparse.ArgumentParser:
 
 def run_one(argv: List[str]) -> Dict[str, Any]:
     args = parser().parse_args(argv)
+    env = _kv_pairs(args.env, "--env")
+    bad = [k for k in env if not k.startswith("SGLANG_")]
+    if bad:
+        raise SystemExit(f"sched_driver: --env takes SGLANG_* variables only, not {bad}")
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return _run_one(args, argv)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run_one(args: argparse.Namespace, argv: List[str]) -> Dict[str, Any]:
     args.server_kwargs = server_kwargs(args.server_arg)
     geom = costmodel.GEOMETRIES[args.model]
     dep = costmodel.DEPLOYMENTS[args.deployment or geom.deployment]

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,3 +79,66 @@ def test_multiturn_rounds_extend_the_previous_round_verbatim():
                 assert nxt.input_ids[:len(r.input_ids) + len(out)] == r.input_ids + out
             pending.append(nxt)
     assert sorted(seen) == sorted(expected)
+
+
+def _driver(tmp_path: Path, sglang_python: Optional[Path], *args: str) -> dict:
+    out = tmp_path / "run.json"
+    path = ([str(sglang_python)] if sglang_python else []) + [str(ROOT / "ci" / "cpu")]
+    r = subprocess.run(
+        [sys.executable, "-W", "ignore", str(ROOT / "bench" / "sched_driver.py"), *args,
+         "--out", str(out)],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(path)}, capture_output=True, text=True,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+SMALL_R1 = ["--workload", "r1", "--wl", "groups=2", "--wl", "requests=24", "--wl", "system_len=256",
+            "--wl", "question_len=32", "--wl", "output_min=256", "--wl", "output_max=512",
+            "--wl", "max_new_tokens=512", "--pool-tokens", "4096", "--page-size", "16",
+            # The reservation decays to its floor in 50 steps instead of 600: these outputs are
+            # short, and the pin only over-commits (and so retracts) once it has decayed.
+            "--env", "SGLANG_NEW_TOKEN_RATIO_DECAY_STEPS=50"]
+
+
+def test_every_retracted_token_is_either_found_in_the_cache_or_prefilled_again(tmp_path: Path):
+    pristine = ROOT / "build" / "work" / "pristine" / "python"
+    for tree in (pristine, None):  # None: the installed, patched wheel
+        run = _driver(tmp_path, tree, *SMALL_R1)
+        assert run["finished_requests"] == run["config"]["num_requests"]
+        assert run["retract_events"] > 0  # the pool really forces retraction
+        assert run["retracted_distinct_requests"] <= run["retracted_requests"]
+        assert run["reprefilled_tokens"] == (
+            run["retracted_kv_tokens"] - run["readmitted_cached_tokens"])
+        assert run["stall_max_s"] >= run["stall_p99_s"] > 0
+        assert run["retraction_wait_mean_s"] > 0
+
+
+def test_env_option_sets_sglang_variables_for_one_run_only(tmp_path: Path):
+    # Two runs in one process (--batch): the first with a strict reservation floor, the second
+    # without it must not inherit it.
+    runs = tmp_path / "runs.json"
+    strict_args = SMALL_R1 + ["--env", "SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR=1.4"]
+    runs.write_text(json.dumps([strict_args, SMALL_R1]))
+    r = subprocess.run(
+        [sys.executable, "-W", "ignore", str(ROOT / "bench" / "sched_driver.py"), "--batch",
+         str(runs)],
+        env={**os.environ, "PYTHONPATH": str(ROOT / "ci" / "cpu")}, capture_output=True, text=True,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    strict, base = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert strict["config"]["env"] == {"SGLANG_NEW_TOKEN_RATIO_DECAY_STEPS": "50",
+                                       "SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR": "1.4"}
+    assert base["config"]["env"] == {"SGLANG_NEW_TOKEN_RATIO_DECAY_STEPS": "50"}
+    # A floor of 0.7 x 1.4 = 0.98 reserves almost every remaining token: fewer retractions.
+    assert strict["retract_events"] < base["retract_events"]
+
+
+def test_paired_ratio_is_the_geometric_mean_of_per_seed_ratios():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import retraction
+
+    g, lo, hi = retraction.gmean_ratio([(10.0, 20.0), (10.0, 5.0)])
+    assert (round(g, 9), lo, hi) == (1.0, 0.5, 2.0)
+    assert retraction.gmean_ratio([(0.0, 0.0)]) is None
+    assert retraction.fmt_ratio(None, [(0.0, 0.0)]) == "0 -> 0"
