@@ -41,6 +41,8 @@ METRICS: List[Tuple[str, str, str]] = [  # key, column, format
     ("stall_p99_s", "stall p99 s", ".1f"),
     ("output_tokens_per_s", "out tok/s", ",.1f"),
     ("ttft_p99_s", "TTFT p99 s", ".1f"),
+    ("modelled_prefill_s", "prefill s", ".1f"),
+    ("modelled_makespan_s", "run s", ".0f"),
     ("mean_running_requests", "mean running", ".1f"),
 ]
 
@@ -209,7 +211,8 @@ def write_doc(path: Path, results: List[Result], variants: Sequence[str], seeds:
         "geometric mean over seeds of (variant / pristine on the same seed) and the smallest and "
         "largest seed ratio. `stall p99`: per request, the longest modelled wait between two of "
         "its output tokens (a retracted request stalls until it is re-admitted and re-prefilled), "
-        "p99 over requests. Rate 0: all 256 requests at t=0; otherwise Poisson arrivals per "
+        "p99 over requests. `prefill s` / `run s`: modelled time spent in prefill batches / the "
+        "whole run. Rate 0: all 256 requests at t=0; otherwise Poisson arrivals per "
         "modelled second (the unretracted r1 run sustains about 0.5 req/s).",
         "",
         "r1: " + " ".join(R1) + "; `floor F` sets SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR=F (the "
@@ -235,7 +238,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--pristine", type=Path, required=True, help="pristine tree's python/ folder")
+    p.add_argument("--pristine", type=Path, help="pristine tree's python/ folder (required to run)")
     p.add_argument("--variants", default="pristine;p8;p8:schedule_retracted_first=true",
                    help="semicolon-separated; the first is the baseline, the last gets the floor "
                         "sweep. A variant is pristine or pN (the series' first N patches), "
@@ -255,6 +258,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     variants = [v for v in a.variants.split(";") if v]
     if len(variants) < 2:
         raise SystemExit("bench/retraction.py: --variants needs a baseline and at least one more")
+    if not a.render and a.pristine is None:
+        p.error("--pristine is required unless --render")
     if a.render:
         saved = json.loads(a.out.read_text())
         results, wall, cmd = saved["results"], saved["wall_s"], saved["command"]
