@@ -73,6 +73,8 @@ class Deployment:
     reserved_bytes: float  # per GPU, taken out of the static share (activations, CUDA graphs)
     compute_efficiency: float  # achieved / peak FLOP/s, prefill and decode GEMMs
     bandwidth_efficiency: float  # achieved / peak HBM bandwidth, decode
+    host_link_bandwidth: float  # bytes/s per GPU per direction, GPU <-> host memory
+    host_link_efficiency: float  # achieved / peak, for the pools' blocking pageable copies
 
     def pool_tokens(self, g: Geometry) -> int:
         """KV pool tokens: per-GPU static memory minus the weight shard and the reserve, over
@@ -92,6 +94,10 @@ class Deployment:
             # prefill step = FLOPs / effective FLOP/s
             "prefill_flops_per_s": flops,
             "prefill_tokens_per_s_at_2k": 2048 * flops / g.prefill_flops(0, 2048),
+            # KV copied to or from host memory (retraction offload): every rank copies its
+            # own full latent, in parallel with the others, and the scheduler waits for it
+            "host_copy_s_per_token": g.kv_bytes_per_token
+            / (self.host_link_bandwidth * self.host_link_efficiency),
         }
 
 
@@ -99,19 +105,25 @@ class Deployment:
 # (NVIDIA datasheets). compute_efficiency 0.30: DeepSeek's published V3/R1 service figure,
 # 73.7k input tokens/s per H800 node (989 TFLOP/s bf16 per GPU, same as H100) with a 56.3 %
 # cache hit rate, is ~32.2k computed tokens/s * 2 * 37e9 FLOPs = 2.4 PFLOP/s of 7.9 peak.
-# bandwidth_efficiency 0.7 and the 6 GB reserve are assumptions.
+# bandwidth_efficiency 0.7 and the 6 GB reserve are assumptions. Host link: PCIe Gen5 x16,
+# 64 GB/s per direction (128 GB/s both ways, H100/H200 datasheets); host_link_efficiency 0.25
+# (16 GB/s) is an assumption for the pools' copies, which gather per layer into pageable
+# memory between two device synchronizations.
 DEPLOYMENTS: Dict[str, Deployment] = {
     "v3-h200x8": Deployment("v3-h200x8", gpus=8, hbm_bytes=141e9, hbm_bandwidth=4.8e12,
                             peak_flops=989e12, mem_fraction_static=0.9, reserved_bytes=6e9,
-                            compute_efficiency=0.30, bandwidth_efficiency=0.7),
+                            compute_efficiency=0.30, bandwidth_efficiency=0.7,
+                            host_link_bandwidth=64e9, host_link_efficiency=0.25),
     "v2lite-h100": Deployment("v2lite-h100", gpus=1, hbm_bytes=80e9, hbm_bandwidth=3.35e12,
                               peak_flops=989e12, mem_fraction_static=0.9, reserved_bytes=6e9,
-                              compute_efficiency=0.30, bandwidth_efficiency=0.7),
+                              compute_efficiency=0.30, bandwidth_efficiency=0.7,
+                            host_link_bandwidth=64e9, host_link_efficiency=0.25),
 }
 
 SOURCES = [
     "NVIDIA H200 datasheet: 141 GB HBM3e, 4.8 TB/s; NVIDIA H100 SXM datasheet: 80 GB HBM3, "
-    "3.35 TB/s, 989 TFLOP/s dense BF16 (H200 has the same tensor-core peak).",
+    "3.35 TB/s, 989 TFLOP/s dense BF16 (H200 has the same tensor-core peak); both: PCIe Gen5 "
+    "128 GB/s (64 GB/s per direction).",
     "DeepSeek-V3 technical report / config.json: 61 layers, kv_lora_rank 512, qk_rope_head_dim 64, "
     "128 heads, qk_nope_head_dim 128, v_head_dim 128; 671B total, 37B activated parameters; "
     "fp8 weights.",

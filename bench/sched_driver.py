@@ -77,6 +77,11 @@ readmitted_cached_tokens: of that, the prefix found in the radix cache at re-adm
 retraction_wait_mean_s: retraction to re-admission. stall_p99_s / stall_max_s: per request,
 the longest modelled wait between two of its output tokens (a retracted request stalls until
 it is re-admitted and re-prefilled); p99 and max over requests.
+offloaded_tokens / restored_tokens: KV copied to host memory at retraction and loaded back at
+re-admission (``--server-arg retract_offload_gb=G``, G in host GB per rank of the modelled
+geometry, rescaled to the tiny pool); a restored prefix counts as cached. host_copy_s: their
+modelled time (costmodel ``host_copy_s_per_token``), added to the step that made them;
+host_peak_gb: the most host memory the waiting requests' copies held at once, per rank.
 prefill_flops_*: costmodel.Geometry.prefill_flops over what was computed, and over every
 request's whole prompt once (no cache); saved = no-cache - computed.
 evict_*: calls to ``RadixCache.evict``, tokens asked, tokens freed. tokens_needed: for each
@@ -344,6 +349,8 @@ class _Counters:
         self.retract_events = 0
         self.retracted_kv = 0  # tokens of KV the retracted requests held when retracted
         self.retracted: List[Req] = []  # retracted since the driver last looked
+        self.offloaded = 0  # tokens copied to host memory at retraction
+        self.restored = 0  # tokens loaded back from host memory at re-admission
         self.tail_lost_insert = 0
         self.match_tail: Dict[str, int] = {}
 
@@ -394,6 +401,15 @@ def _observe(s: Scheduler, c: _Counters) -> None:
         if hasattr(alloc, name):
             wrap_alloc(name)
 
+    # Host copies of retracted KV (--server-arg retract_offload_gb), in tokens.
+    for name, attr in (("get_cpu_copy", "offloaded"), ("load_cpu_copy", "restored")):
+        if hasattr(alloc, name):
+            def copied(*a: Any, _orig: Any = getattr(alloc, name), _attr: str = attr) -> Any:
+                setattr(c, _attr, getattr(c, _attr) + len(a[-1]))
+                return _orig(*a)
+
+            setattr(alloc, name, copied)
+
     orig_finished = tree.cache_finished_req
 
     def cache_finished_req(req: Req, *a: Any, **kw: Any) -> Any:
@@ -427,9 +443,9 @@ def _observe(s: Scheduler, c: _Counters) -> None:
         ScheduleBatch.retract_decode, "__wrapped__", ScheduleBatch.retract_decode
     )
 
-    def retract_decode(self: ScheduleBatch, server_args: ServerArgs) -> Any:
+    def retract_decode(self: ScheduleBatch, server_args: ServerArgs, *a: Any) -> Any:
         held = {id(r): len(r.origin_input_ids) + len(r.output_ids) for r in self.reqs}
-        out = orig_retract(self, server_args)
+        out = orig_retract(self, server_args, *a)
         if out[0] or out[2]:
             c.retract_events += 1
         for r in out[0]:
@@ -467,6 +483,11 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
     s = _build_scheduler(args, context_len, pool_tokens, targets)
     c = _Counters()
     _observe(s, c)
+    if getattr(s.server_args, "retract_offload_gb", 0) > 0:
+        # The budget is host GB per rank for the modelled geometry; scale it to the tiny pool's
+        # bytes per token so that it allows the same number of tokens.
+        tiny = s.token_to_kv_pool_allocator.get_kvcache().get_kv_bytes_per_token()
+        s.server_args.retract_offload_gb *= tiny / geom.kv_bytes_per_token
     allocator = s.token_to_kv_pool_allocator
     pool = allocator.available_size()  # usable capacity (whole pages for page_size > 1)
     sp = dep.step_params(geom)
@@ -479,7 +500,8 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
     arrival: Dict[str, float] = {}
     first_token: Dict[str, float] = {}
     finished_at: Dict[str, float] = {}
-    now = prefill_time = decode_time = 0.0
+    now = prefill_time = decode_time = host_copy_time = 0.0
+    host_peak = 0  # tokens held in host copies by waiting requests, peak
     step = 0
     in_prefill: set = set()  # rids with a chunked prefill under way
     seen: set = set()  # rids admitted at least once
@@ -517,7 +539,15 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
             all_reqs.append(req)
 
         t0 = time.process_time()
+        offloaded, restored = c.offloaded, c.restored
         batch = s.get_next_batch_to_run()
+        # Offload (in retract_decode) and restore (in the prefill adder) are blocking copies
+        # made while the scheduler builds this step's batch.
+        copy_s = (c.offloaded - offloaded + c.restored - restored) * sp["host_copy_s_per_token"]
+        host_copy_time += copy_s
+        if c.offloaded > offloaded:
+            host_peak = max(host_peak, sum(r.seqlen - 1 for r in s.waiting_queue
+                                           if hasattr(r, "kv_cache_cpu")))
         s.cur_batch = batch
         t1 = time.process_time()
         get_batch_cpu += t1 - t0
@@ -555,6 +585,7 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
                 dt = (sp["decode_a_s"] + sp["decode_b_s_per_req"] * batch.batch_size()
                       + sp["decode_c_s_per_kv_token"] * kv)
                 decode_time += dt
+            dt += copy_s
             result = s.run_batch(batch)
             t2 = time.process_time()
             s.process_batch_result(batch, result)
@@ -577,6 +608,7 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
                         heapq.heappush(heap, (nxt.arrival_s, seq, nxt))
                         seq += 1
         else:
+            now += copy_s
             idle_steps += 1
             idle_run += 1
             if os.environ.get("SCHED_DRIVER_DEBUG"):
@@ -649,6 +681,10 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
         "retracted_kv_tokens": c.retracted_kv,
         "readmitted_cached_tokens": readmit_cached,
         "retraction_wait_mean_s": sum(waits) / max(1, len(waits)),
+        "offloaded_tokens": c.offloaded,
+        "restored_tokens": c.restored,
+        "host_copy_s": host_copy_time,
+        "host_peak_gb": host_peak * geom.kv_bytes_per_token / 1e9,
         "stall_p99_s": _percentile(sorted(worst_gap.values()), 99),
         "stall_max_s": max(worst_gap.values(), default=0.0),
         "mean_idle_free_tokens": mean_free,
