@@ -4,7 +4,7 @@ Runs bench/sched_driver.py on the r1 workload (DeepSeek-R1-like: 8 shared 2048-t
 prompts, 2-4K-token outputs, max_new_tokens 4096) with a pool small enough to retract, for
 each variant, seed and arrival rate, plus:
   - the reservation trade-off: SGLang's own floor on the decode reservation
-    (SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR, default 0.14) swept for pristine and the series tip;
+    (SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR, default 0.14) swept for the first and last variant;
   - short outputs (gsp: 256-token outputs), which must not change.
 Every variant sees the same traces (same seeds). Ratios are paired: variant / pristine on the
 same seed, then the geometric mean over seeds, with the smallest and largest seed ratio.
@@ -34,6 +34,7 @@ R1 = ["--workload", "r1", "--model", "v3", "--pressure", "0.15", "--max-running-
 RATES = (0.0, 0.55, 0.7, 1.0)  # Poisson arrivals per modelled second; 0: all 256 at t=0
 FLOORS = (0.14, 0.2, 0.3, 0.5)  # SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR; 0.14 is SGLang's default
 TRADEOFF_RATE = 0.7
+OFFLOAD_GB = 64  # --retract-offload-gb of the offload variant: host GB per rank (8 x 64 per node)
 
 METRICS: List[Tuple[str, str, str]] = [  # key, column, format
     ("retract_events", "retractions", ".1f"),
@@ -42,6 +43,8 @@ METRICS: List[Tuple[str, str, str]] = [  # key, column, format
     ("output_tokens_per_s", "out tok/s", ",.1f"),
     ("ttft_p99_s", "TTFT p99 s", ".1f"),
     ("modelled_prefill_s", "prefill s", ".1f"),
+    ("host_copy_s", "host copy s", ".2f"),
+    ("host_peak_gb", "host peak GB", ".1f"),
     ("modelled_makespan_s", "run s", ".0f"),
     ("mean_running_requests", "mean running", ".1f"),
 ]
@@ -214,8 +217,11 @@ def write_doc(path: Path, results: List[Result], variants: Sequence[str], seeds:
         "largest seed ratio. `stall p99`: per request, the longest modelled wait between two of "
         "its output tokens (a retracted request stalls until it is re-admitted and re-prefilled), "
         "p99 over requests. `prefill s` / `run s`: modelled time spent in prefill batches / the "
-        "whole run. Rate 0: all 256 requests at t=0; otherwise Poisson arrivals per "
-        "modelled second (the unretracted r1 run sustains about 0.5 req/s).",
+        "whole run. `host copy s`: modelled time of the blocking copies of retracted KV to and "
+        "from host memory (`retract_offload_gb`, host GB per rank; PCIe Gen5 at 16 GB/s "
+        "achieved, bench/costmodel.py), included in `run s`; `host peak GB`: the most host "
+        "memory those copies held at once, per rank. Rate 0: all 256 requests at t=0; otherwise "
+        "Poisson arrivals per modelled second (the unretracted r1 run sustains about 0.5 req/s).",
         "",
         "r1: " + " ".join(R1) + "; `floor F` sets SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR=F (the "
         "decay floor of the decode reservation is 0.7 x F; SGLang's default F is 0.14).",
@@ -246,7 +252,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "sweep. A variant is pristine or pN (the series' first N patches), "
                         "optionally followed by ':KEY=VALUE,...' ServerArgs fields. Default: "
                         "pristine, the whole series, the whole series with "
-                        "--schedule-retracted-first")
+                        "--schedule-retracted-first, the whole series with "
+                        f"--retract-offload-gb {OFFLOAD_GB}")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--quick", action="store_true",
                    help="rates 0 and 0.7 only, no floor sweep")
@@ -259,7 +266,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     a = p.parse_args(args)
     if a.variants is None:
         tip = f"p{len(bench_run.series_commits())}"
-        a.variants = f"pristine;{tip};{tip}:schedule_retracted_first=true"
+        a.variants = (f"pristine;{tip};{tip}:schedule_retracted_first=true;"
+                      f"{tip}:retract_offload_gb={OFFLOAD_GB:g}")
     variants = [v for v in a.variants.split(";") if v]
     if len(variants) < 2:
         raise SystemExit("bench/retraction.py: --variants needs a baseline and at least one more")
