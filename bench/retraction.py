@@ -5,7 +5,8 @@ prompts, 2-4K-token outputs, max_new_tokens 4096) with a pool small enough to re
 each variant, seed and arrival rate, plus:
   - the reservation trade-off: SGLang's own floor on the decode reservation
     (SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR, default 0.14) swept for the first and last variant;
-  - short outputs (gsp: 256-token outputs), which must not change.
+  - short outputs (gsp: 256-token outputs), which must not change;
+  - with a host-offload variant, one r1 cell with a host budget small enough to bind.
 Every variant sees the same traces (same seeds). Ratios are paired: variant / pristine on the
 same seed, then the geometric mean over seeds, with the smallest and largest seed ratio.
 Writes bench/out/retraction.json, docs/retraction.md and docs/img/retraction-tradeoff.png.
@@ -35,6 +36,7 @@ RATES = (0.0, 0.55, 0.7, 1.0)  # Poisson arrivals per modelled second; 0: all 25
 FLOORS = (0.14, 0.2, 0.3, 0.5)  # SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR; 0.14 is SGLang's default
 TRADEOFF_RATE = 0.7
 OFFLOAD_GB = 64  # --retract-offload-gb of the offload variant: host GB per rank (8 x 64 per node)
+SMALL_OFFLOAD_GB = 2  # a budget that binds, for one extra scenario
 
 METRICS: List[Tuple[str, str, str]] = [  # key, column, format
     ("retract_events", "retractions", ".1f"),
@@ -72,6 +74,14 @@ def scenarios(variants: Sequence[str], seeds: int, quick: bool) -> List[Dict[str
                 R1 + ["--page-size", "64", "--request-rate", str(TRADEOFF_RATE),
                       "--env", f"SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR={floor}"],
                 (variants[0], variants[-1]))
+    offload = [v for v in variants if "retract_offload_gb=" in v]
+    if offload and not quick:
+        # A host budget smaller than the copies the 64 GB runs held at this rate (about 11 GB
+        # per rank at peak): requests beyond it are retracted without a copy.
+        tree = offload[0].partition(":")[0]
+        add(f"host budget {SMALL_OFFLOAD_GB:g} GB: r1 page 64, rate 1",
+            R1 + ["--page-size", "64", "--request-rate", "1.0"],
+            (variants[0], f"{tree}:retract_offload_gb={SMALL_OFFLOAD_GB:g}"))
     for page in (64, 1):
         add(f"gsp page {page}, rate 0 (short outputs)",
             ["--workload", "gsp", "--model", "v3", "--pressure", "0.3", "--page-size", str(page),
@@ -252,8 +262,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "sweep. A variant is pristine or pN (the series' first N patches), "
                         "optionally followed by ':KEY=VALUE,...' ServerArgs fields. Default: "
                         "pristine, the whole series, the whole series with "
-                        "--schedule-retracted-first, the whole series with "
-                        f"--retract-offload-gb {OFFLOAD_GB}")
+                        "--schedule-retracted-first, with both flags, with "
+                        f"--retract-offload-gb {OFFLOAD_GB}; a first variant with "
+                        "retract_offload_gb also gets a scenario with a budget of "
+                        f"{SMALL_OFFLOAD_GB} GB")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--quick", action="store_true",
                    help="rates 0 and 0.7 only, no floor sweep")
@@ -267,6 +279,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if a.variants is None:
         tip = f"p{len(bench_run.series_commits())}"
         a.variants = (f"pristine;{tip};{tip}:schedule_retracted_first=true;"
+                      f"{tip}:retract_offload_gb={OFFLOAD_GB:g},schedule_retracted_first=true;"
                       f"{tip}:retract_offload_gb={OFFLOAD_GB:g}")
     variants = [v for v in a.variants.split(";") if v]
     if len(variants) < 2:

@@ -403,21 +403,26 @@ def model_text() -> str:
                      f"{g['v_head_dim']}) | {g['deployment']} |")
     lines += ["", "Deployments (used by `--deployment` for the pool, and by the step-time model):", "",
               "| deployment | GPUs (TP) | HBM/GPU | bandwidth/GPU | bf16 peak/GPU | "
-              "mem_fraction_static | reserve/GPU | compute eff. | bandwidth eff. | pool tokens |",
-              "|" + " --- |" * 10]
+              "mem_fraction_static | reserve/GPU | compute eff. | bandwidth eff. | "
+              "host link/GPU (eff.) | pool tokens |",
+              "|" + " --- |" * 11]
     for k, dp in d["deployments"].items():
         pools = ", ".join(f"{kk[12:-1]}: {v:,}" for kk, v in dp.items() if kk.startswith("pool_tokens["))
         lines.append(f"| {k} | {dp['gpus']} | {dp['hbm_bytes'] / 1e9:g} GB | "
                      f"{dp['hbm_bandwidth'] / 1e12:g} TB/s | {dp['peak_flops'] / 1e12:g} TFLOP/s | "
                      f"{dp['mem_fraction_static']} | {dp['reserved_bytes'] / 1e9:g} GB | "
-                     f"{dp['compute_efficiency']} | {dp['bandwidth_efficiency']} | {pools} |")
+                     f"{dp['compute_efficiency']} | {dp['bandwidth_efficiency']} | "
+                     f"{dp['host_link_bandwidth'] / 1e9:g} GB/s ({dp['host_link_efficiency']}) | "
+                     f"{pools} |")
     lines += ["", "Step-time parameters derived from them:", "",
               "| model | decode a (ms) | decode b (us/request) | decode c (ns/KV token) | "
-              "prefill effective PFLOP/s | prefill tokens/s for a 2K prompt |", "|" + " --- |" * 6]
+              "prefill effective PFLOP/s | prefill tokens/s for a 2K prompt | "
+              "host copy (us/token) |", "|" + " --- |" * 7]
     for k, p in d["step_params"].items():
         lines.append(f"| {k} | {p['decode_a_s'] * 1e3:.2f} | {p['decode_b_s_per_req'] * 1e6:.1f} | "
                      f"{p['decode_c_s_per_kv_token'] * 1e9:.2f} | {p['prefill_flops_per_s'] / 1e15:.3f} | "
-                     f"{p['prefill_tokens_per_s_at_2k']:,.0f} |")
+                     f"{p['prefill_tokens_per_s_at_2k']:,.0f} | "
+                     f"{p['host_copy_s_per_token'] * 1e6:.2f} |")
     lines += ["", "Sources:", ""] + [f"- {s}" for s in d["sources"]]
     return "\n".join(lines)
 
