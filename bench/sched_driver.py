@@ -63,8 +63,12 @@ Replacements and stubs (each is the smallest piece that needs a model, a GPU, or
    ``self_check_during_idle``.
 9. Observation only (results unchanged): ``tree_cache.evict``, ``tree_cache.match_prefix``,
    ``tree_cache.cache_finished_req``, the allocator's ``alloc`` / ``alloc_extend`` /
-   ``alloc_decode`` and ``ScheduleBatch.retract_decode`` are wrapped to count tokens
-   asked/evicted/needed, page-rounding losses and retraction events.
+   ``alloc_decode`` / ``get_cpu_copy`` / ``load_cpu_copy`` and
+   ``ScheduleBatch.retract_decode`` are wrapped to count tokens asked/evicted/needed,
+   page-rounding losses, retraction events and tokens copied to and from host memory.
+10. ``--server-arg retract_offload_gb=G`` is read as host GB per rank for the modelled
+   geometry and scaled to the tiny pool's bytes per token, so that the scheduler's budget
+   allows the same number of tokens.
 
 Metrics (JSON on stdout)
 ------------------------
