@@ -32,7 +32,9 @@ What runs for real (SGLang code, unmodified)
 Replacements and stubs (each is the smallest piece that needs a model, a GPU, or IPC)
 ------------------------------------------------------------------------------------
 1. ``Scheduler.__init__`` is not run (``object.__new__``): it loads a model, starts a
-   TP worker, opens ZMQ sockets and NCCL/gloo groups. ``_build_scheduler`` sets the
+   TP worker, opens ZMQ sockets and NCCL/gloo groups. ``scheduler_shell`` does
+   ``object.__new__`` and the constructor's "Parse args" block (single rank, non-overlap;
+   bench/matrix_driver.py reuses it), and ``_build_scheduler`` sets the
    attributes its ``init_model_config`` / ``init_ipc_channels`` / ``init_model_worker``
    / ``init_cache_with_memory_pool`` / ``init_disaggregation`` / ``init_overlap`` /
    ``maybe_init_ngram_embedding`` would set, and calls the other init_* methods for real.
@@ -174,28 +176,10 @@ def _model_config(context_len: int) -> SimpleNamespace:
     )
 
 
-def _build_scheduler(
-    args: argparse.Namespace, context_len: int, pool_tokens: int,
-    targets: Dict[str, Tuple[int, int]],
-) -> Scheduler:
-    server_args = ServerArgs(
-        model_path="dummy",
-        device="cpu",
-        attention_backend="torch_native",
-        page_size=args.page_size,
-        max_running_requests=args.max_running_requests,
-        chunked_prefill_size=args.chunked_prefill_size,
-        max_prefill_tokens=args.max_prefill_tokens,
-        disable_overlap_schedule=True,
-        skip_tokenizer_init=True,
-        schedule_policy=args.schedule_policy,
-        random_seed=args.seed,
-        **args.server_kwargs,
-    )
-    set_global_server_args_for_scheduler(server_args)
-
+def scheduler_shell(server_args: ServerArgs) -> Scheduler:
+    """``object.__new__(Scheduler)`` and the "Parse args" block of ``Scheduler.__init__``
+    for a single rank (no TP/PP/DP), non-overlap, no speculative decoding."""
     s: Scheduler = object.__new__(Scheduler)
-    # -- the "Parse args" block of Scheduler.__init__ (single rank, no TP/PP/DP) --
     s.is_initializing = True
     s.server_args = server_args
     s.tp_rank = s.moe_ep_rank = s.pp_rank = s.attn_cp_rank = s.moe_dp_rank = 0
@@ -224,12 +208,36 @@ def _build_scheduler(
     s.spec_algorithm = SpeculativeAlgorithm.from_string(None)
     s.gpu_id = 0
     s.page_size = server_args.page_size
-    s.enable_hierarchical_cache = False
-    s.enable_hicache_storage = False
-    s.enable_hisparse = False
+    s.enable_hierarchical_cache = server_args.enable_hierarchical_cache
+    s.enable_hicache_storage = server_args.hicache_storage_backend is not None
+    s.enable_hisparse = server_args.enable_hisparse
     s.hisparse_coordinator = None
     s.attn_tp_rank, s.attn_tp_size, s.attn_dp_rank = 0, 1, 0
     s.enable_kv_cache_events = False
+    return s
+
+
+def _build_scheduler(
+    args: argparse.Namespace, context_len: int, pool_tokens: int,
+    targets: Dict[str, Tuple[int, int]],
+) -> Scheduler:
+    server_args = ServerArgs(
+        model_path="dummy",
+        device="cpu",
+        attention_backend="torch_native",
+        page_size=args.page_size,
+        max_running_requests=args.max_running_requests,
+        chunked_prefill_size=args.chunked_prefill_size,
+        max_prefill_tokens=args.max_prefill_tokens,
+        disable_overlap_schedule=True,
+        skip_tokenizer_init=True,
+        schedule_policy=args.schedule_policy,
+        random_seed=args.seed,
+        **args.server_kwargs,
+    )
+    set_global_server_args_for_scheduler(server_args)
+
+    s = scheduler_shell(server_args)
 
     # -- init_model_config (replacement 2) --
     s.model_config = _model_config(context_len)
