@@ -64,6 +64,17 @@ def test_series_is_listed_and_well_formed():
         assert any(line.startswith("Subject: [PATCH] [") for line in head), name
 
 
+def test_patches_touch_only_upstream_source_and_tests():
+    # A stray file in the tree (a downloaded wheel, a log) must not ride along in a patch.
+    for name in series():
+        text = (ROOT / "patches" / name).read_text(errors="replace")
+        assert "GIT binary patch" not in text, f"{name} carries a binary file"
+        for line in text.splitlines():
+            if line.startswith("diff --git a/"):
+                path = line.split()[2][2:]
+                assert path.startswith(("python/", "test/")), f"{name} touches {path}"
+
+
 def test_series_applies_on_pristine(scratch: Path):
     r = run("apply.sh", {"WORK": str(scratch)})
     assert r.returncode == 0, r.stderr
