@@ -42,13 +42,20 @@ Replacements and stubs (each is the smallest piece that needs a model, a GPU, or
    --deployment instead of a GPU memory profile. ``CacheInitParams`` gets what
    ``init_cache_with_memory_pool`` passes a RadixCache: page size, chunked prefill size,
    and every ``ServerArgs.radix_<name>`` that CacheInitParams has a ``<name>`` field for
-   (eviction_policy; eviction_granularity where a variant adds it).
+   (eviction_policy, and any other a variant adds). The capacity is rounded down to whole
+   pages as ModelRunner rounds it.
 2. ``model_config``: a namespace with the few fields the scheduling path reads
    (vocab_size, context_len, is_multimodal, is_encoder_decoder, is_matryoshka, ...).
 3. ``Scheduler.run_batch`` -> ``_synthetic_run_batch``: no ``get_model_worker_batch``
    and no forward; bumps ``forward_ct``, makes one deterministic next token per request
    (``workloads.synthetic_token``; the stop token at a request's target length when its
    max_new_tokens is larger) and sets ``batch.output_ids`` like the non-overlap path.
+   KV content (``_KVIntegrity``): the MLA pool's latent is 4 bf16 values, one 64-bit word
+   per slot; the forward writes into each slot it computes a hash of the request's tokens up
+   to that position and, before every extend and decode, checks that every slot the request
+   reads holds the hash its own tokens imply. A mismatch (a reused prefix served from the
+   wrong slots, a slot freed while still in use and overwritten, a wrong host load-back)
+   stops the run with KVIntegrityError. kv_tokens_checked counts the slots read.
 4. ``stream_output``, ``report_prefill_stats``, ``report_decode_stats``,
    ``log_batch_result_stats``: no-ops (detokenizer IPC and metrics/log lines only).
 5. ``send_to_tokenizer`` / ``send_to_detokenizer``: a sink that counts sends
@@ -61,8 +68,18 @@ Replacements and stubs (each is the smallest piece that needs a model, a GPU, or
    ``TokenizedGenerateReqInput`` over ZMQ; multi-turn follow-ups are built from the
    finished request's ``output_ids``.
 8. The event loop is ``event_loop_normal`` (non-overlap) rewritten as a bounded
-   loop: arrivals by modelled time instead of ``recv_requests``; no
-   ``self_check_during_idle``.
+   loop: arrivals by modelled time instead of ``recv_requests``. As in the real loop, a step
+   without a batch calls SGLang's ``self_check_during_idle`` (``check_memory`` and
+   ``check_tree_cache`` with SGLang's default strict idle check, which raises on a leaked
+   KV or request slot, and the reset of ``new_token_ratio`` to its initial value), and so
+   does the wait for the next arrival when nothing is queued or running (the real loop spins
+   through idle steps there). The overlap loop (``event_loop_overlap``, SGLang's default)
+   is not driven. It makes the same scheduling calls, but builds step t+1's batch before
+   processing step t's result, so a request that finishes at step t releases its KV (and
+   inserts it into the tree) one step later, and each running request holds one more decode
+   slot. Per step that is at most the finishing requests' KV plus one slot per running
+   request held a step longer: pool pressure one step later than here, not a different
+   eviction rule (the series changes only how much eviction frees).
 9. Observation only (results unchanged): ``tree_cache.evict``, ``tree_cache.match_prefix``,
    ``tree_cache.cache_finished_req``, the allocator's ``alloc`` / ``alloc_extend`` /
    ``alloc_decode`` / ``get_cpu_copy`` / ``load_cpu_copy`` and
@@ -251,6 +268,8 @@ def _build_scheduler(
     s._think_end_id = None
 
     # -- init_model_worker: the values get_worker_info() would return --
+    # ModelRunner rounds the KV capacity down to whole pages (model_runner_kv_cache_mixin.py:826).
+    pool_tokens = pool_tokens // server_args.page_size * server_args.page_size
     s.max_total_num_tokens = pool_tokens
     s.max_prefill_tokens = server_args.max_prefill_tokens
     s.max_running_requests = args.max_running_requests
@@ -278,7 +297,7 @@ def _build_scheduler(
         pool_tokens,
         page_size=s.page_size,
         dtype=torch.bfloat16,
-        kv_lora_rank=1,
+        kv_lora_rank=3,  # 3 + 1 bf16 values: one 64-bit word per slot (_KVIntegrity)
         qk_rope_head_dim=1,
         layer_num=1,
         device="cpu",
@@ -321,9 +340,11 @@ def _build_scheduler(
     s.use_ngram_embedding = False
     s.init_deterministic_inference_config()
     s.grammar_manager = _NoGrammar()  # replacement 6
+    s.idle_sleeper = None  # no --sleep-on-idle
 
     # -- replacements 3 and 4 --
-    s.run_batch = lambda batch: _synthetic_run_batch(s, batch, targets)
+    s.bench_kv_integrity = integrity = _KVIntegrity(s, targets)
+    s.run_batch = lambda batch: _synthetic_run_batch(s, batch, targets, integrity)
     s.stream_output = _noop
     s.report_prefill_stats = _noop
     s.report_decode_stats = _noop
@@ -332,11 +353,72 @@ def _build_scheduler(
     return s
 
 
+class KVIntegrityError(AssertionError):
+    """A request read a KV slot that does not hold what its tokens imply."""
+
+
+class _KVIntegrity:
+    """The model-free forward's KV: what it writes into each slot, and the check of what it reads.
+
+    The value of the KV at position i of a request is a 62-bit hash of its tokens 0..i (input,
+    then output), so two requests that share a prefix expect the same values there and nothing
+    else matches. Before each extend and decode the forward checks that every slot the request
+    reads (req_to_token for positions below the ones it computes) holds the expected value, then
+    writes the values of the positions it computes into their slots. The value lives in the MLA
+    pool's own buffer (the latent of 4 bf16 values is one 64-bit word), so whatever moves KV
+    (host copies and their load-back) moves it too. A mismatch raises KVIntegrityError.
+    """
+
+    MASK = (1 << 62) - 1
+
+    def __init__(self, s: Scheduler, targets: Dict[str, Tuple[int, int]]) -> None:
+        kvcache = s.token_to_kv_pool_allocator.get_kvcache()
+        self.words = kvcache.kv_buffer[0].view(torch.int64).view(-1)
+        self.req_to_token = s.req_to_token_pool.req_to_token
+        self.targets = targets
+        self.expected: Dict[str, torch.Tensor] = {}
+        self.checked_tokens = 0
+
+    def _values(self, req: Req) -> torch.Tensor:
+        vals = self.expected.get(req.rid)
+        if vals is None:
+            out_len, max_new = self.targets[req.rid]
+            tokens = list(req.origin_input_ids)
+            tokens += workloads.synthetic_output(req.rid, out_len, max_new)
+            h, hashes = 0, []
+            for t in tokens:
+                h = (h * 1099511628211 + t + 1) & self.MASK
+                hashes.append(h)
+            vals = self.expected[req.rid] = torch.tensor(hashes, dtype=torch.int64)
+        return vals
+
+    def forward(self, batch: ScheduleBatch) -> None:
+        if batch.forward_mode.is_extend():
+            spans = zip(batch.reqs, batch.prefix_lens, batch.extend_lens)
+        else:  # decode: the last output token's KV is computed, the rest is read
+            spans = ((r, int(n) - 1, 1) for r, n in zip(batch.reqs, batch.seq_lens_cpu))
+        for req, read, new in spans:
+            slots = self.req_to_token[req.req_pool_idx, : read + new].to(torch.int64)
+            vals = self._values(req)
+            held = self.words[slots[:read]]
+            if not torch.equal(held, vals[:read]):
+                bad = int((held != vals[:read]).nonzero()[0])
+                raise KVIntegrityError(
+                    f"request {req.rid} reads slot {int(slots[bad])} at position {bad} of "
+                    f"{read} ({batch.forward_mode.name}, prefix {len(req.prefix_indices)}): "
+                    f"it holds the KV of other tokens"
+                )
+            self.words[slots[read:]] = vals[read : read + new]
+            self.checked_tokens += read
+
+
 def _synthetic_run_batch(
-    s: Scheduler, batch: ScheduleBatch, targets: Dict[str, Tuple[int, int]]
+    s: Scheduler, batch: ScheduleBatch, targets: Dict[str, Tuple[int, int]],
+    integrity: _KVIntegrity,
 ) -> GenerationBatchResult:
     """run_batch without get_model_worker_batch and forward (replacement 3)."""
     s.forward_ct += 1
+    integrity.forward(batch)
     toks = []
     for r in batch.reqs:
         pos = len(r.output_ids)
@@ -525,7 +607,7 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
     last_token: Dict[str, float] = {}
     worst_gap: Dict[str, float] = {}  # longest wait between two output tokens, per request
     flops_computed = flops_nocache = 0.0
-    extend_steps = decode_steps = idle_steps = idle_run = 0
+    extend_steps = decode_steps = idle_steps = idle_run = idle_checks = 0
     free_samples: List[int] = []
     evictable_samples: List[int] = []
     running_samples: List[int] = []
@@ -539,7 +621,10 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
     while True:
         # -- recv_requests / process_input_requests (replacement 7), by modelled time --
         if heap and heap[0][0] > now and not busy():
-            now = heap[0][0]  # idle until the next arrival
+            # Idle until the next arrival: the real loop finds no batch and self-checks.
+            s.self_check_during_idle()
+            idle_checks += 1
+            now = heap[0][0]
         while heap and heap[0][0] <= now:
             _, _, w = heapq.heappop(heap)
             req = _make_req(w)
@@ -620,6 +705,9 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
                         heapq.heappush(heap, (nxt.arrival_s, seq, nxt))
                         seq += 1
         else:
+            # event_loop_normal: no batch -> self_check_during_idle (leak checks, ratio reset)
+            s.self_check_during_idle()
+            idle_checks += 1
             now += copy_s
             idle_steps += 1
             idle_run += 1
@@ -718,6 +806,8 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
         "extend_steps": extend_steps,
         "decode_steps": decode_steps,
         "idle_steps": idle_steps,
+        "idle_checks": idle_checks,
+        "kv_tokens_checked": s.bench_kv_integrity.checked_tokens,
         "wall_s": wall,
         "process_cpu_s": time.process_time() - cpu0,
         "sched_cpu_ms_per_step": 1000.0 * sched_cpu / max(1, step),

@@ -157,3 +157,41 @@ def test_paired_ratio_is_the_geometric_mean_of_per_seed_ratios():
     assert (round(g, 9), lo, hi) == (1.0, 0.5, 2.0)
     assert retraction.gmean_ratio([(0.0, 0.0)]) is None
     assert retraction.fmt_ratio(None, [(0.0, 0.0)]) == "0 -> 0"
+
+
+_CORRUPT = r"""
+import sys
+import sched_driver
+
+orig = sched_driver._synthetic_run_batch
+
+
+def run_batch(s, batch, targets, integrity):
+    # After a few steps, overwrite the KV word of one cached slot of the shared system prompt.
+    if s.forward_ct == 40:
+        node = next(iter(s.tree_cache.root_node.children.values()))
+        integrity.words[node.value[0]] ^= 1
+    return orig(s, batch, targets, integrity)
+
+
+sched_driver._synthetic_run_batch = run_batch
+sys.exit(sched_driver.main(sys.argv[1:]))
+"""
+
+
+def test_kv_integrity_check_catches_a_corrupted_cached_slot():
+    # The driver's model-free forward checks that every slot a request reads holds the KV its
+    # tokens imply; one flipped bit in a reused prefix must stop the run.
+    args = ["--workload", "gsp", "--page-size", "16", "--max-running-requests", "16",
+            "--model", "v3", "--pressure", "0.5", "--wl", "groups=2", "--wl", "prompts_per_group=8",
+            "--wl", "system_len=256", "--wl", "question_len=32", "--wl", "output_len=16"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT / "ci" / "cpu"), str(ROOT / "bench")])}
+    clean = subprocess.run([sys.executable, str(ROOT / "bench" / "sched_driver.py"), *args],
+                           env=env, capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    assert json.loads(clean.stdout)["kv_tokens_checked"] > 0
+    bad = subprocess.run([sys.executable, "-c", _CORRUPT, *args], env=env,
+                         capture_output=True, text=True)
+    assert bad.returncode != 0
+    assert "KVIntegrityError" in bad.stderr and "holds the KV of other tokens" in bad.stderr
