@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 BENCH_ARGS ?=
 
-.PHONY: help source apply unapply refresh wheel venv test test-slow check-series bench bench-quick bench-series bench-retraction clean
+.PHONY: help source apply unapply refresh wheel venv test test-slow check-series bench bench-quick bench-series bench-retraction bench-trace clean
 
 help:
 	@echo "make apply         apply patches/series onto the pinned upstream (build/work/tree)"
@@ -15,6 +15,7 @@ help:
 	@echo "make bench-quick   a small benchmark run (part of make test)"
 	@echo "make bench-series  pristine, each series prefix p1..pN, patched; writes docs/bench-series.md"
 	@echo "make bench-retraction  r1 retraction over seeds, arrival rates and reservation floors; docs/retraction.md"
+	@echo "make bench-trace TRACE=file  a Mooncake-format trace: pristine, patched, clairvoyant eviction, oracle; docs/trace.md"
 	@echo "make refresh       export the patched branch's commits back to patches/"
 	@echo "make unapply       remove the patched tree;  make clean: remove every generated file"
 
@@ -56,6 +57,10 @@ bench-series:
 
 bench-retraction:
 	BENCH_SCRIPT=bench/retraction.py bash build/bench.sh $(BENCH_ARGS)
+
+bench-trace:
+	@test -n "$(TRACE)" || { echo "usage: make bench-trace TRACE=path/to/trace.jsonl (Mooncake format: one JSON object per line)" >&2; exit 2; }
+	BENCH_SCRIPT=bench/trace_bench.py bash build/bench.sh --trace "$(TRACE)" $(BENCH_ARGS)
 
 clean:
 	rm -rf build/work build/venv build/dl dist bench/out

@@ -88,6 +88,7 @@ Replacements and stubs (each is the smallest piece that needs a model, a GPU, or
 10. ``--server-arg retract_offload_gb=G`` is read as host GB per rank for the modelled
    geometry and scaled to the tiny pool's bytes per token, so that the scheduler's budget
    allows the same number of tokens.
+11. ``--eviction clairvoyant`` only: ``RadixCache.eviction_strategy`` is Belady's rule, which may split a leaf (bench/clairvoyant.py).
 
 Metrics (JSON on stdout)
 ------------------------
@@ -156,6 +157,7 @@ from sglang.srt.server_args import ServerArgs, set_global_server_args_for_schedu
 from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 from sglang.srt.utils import require_mlp_sync
 
+import clairvoyant
 import costmodel
 import workloads
 from workloads import EOS_ID, VOCAB_SIZE, Request, Trace
@@ -577,6 +579,8 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
     s = _build_scheduler(args, context_len, pool_tokens, targets)
     c = _Counters()
     _observe(s, c)
+    if args.eviction == "clairvoyant":
+        clairvoyant.install(s, trace)
     if getattr(s.server_args, "retract_offload_gb", 0) > 0:
         # The budget is host GB per rank for the modelled geometry; scale it to the tiny pool's
         # bytes per token so that it allows the same number of tokens.
@@ -616,7 +620,10 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
     cpu0 = time.process_time()
 
     def busy() -> bool:
-        return bool(s.waiting_queue) or not s.running_batch.is_empty() or s.chunked_req is not None
+        # An extend batch that just ran joins running_batch in the next get_next_batch_to_run.
+        just_prefilled = s.last_batch is not None and s.last_batch.forward_mode.is_extend()
+        return (bool(s.waiting_queue) or not s.running_batch.is_empty()
+                or s.chunked_req is not None or just_prefilled)
 
     while True:
         # -- recv_requests / process_input_requests (replacement 7), by modelled time --
@@ -873,7 +880,7 @@ def pool_size(args: argparse.Namespace, trace: Trace, unique: int, geom: costmod
 
 
 def parser() -> argparse.ArgumentParser:
-    wl_help = "; ".join(f"{k}: " + ", ".join(f"{p}={v:g}" for p, v in d.items())
+    wl_help = "; ".join(f"{k}: " + ", ".join(f"{p}={workloads.param_text(v)}" for p, v in d.items())
                         for k, (_, d) in workloads.WORKLOADS.items())
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 epilog="Workload parameters (defaults): " + wl_help)
@@ -897,6 +904,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--chunked-prefill-size", type=int, default=8192)
     p.add_argument("--max-prefill-tokens", type=int, default=16384)
     p.add_argument("--schedule-policy", default="fcfs", help="SGLang schedule policy (fcfs, lpm, ...)")
+    p.add_argument("--eviction", choices=("sglang", "clairvoyant"), default="sglang",
+                   help="radix eviction order: SGLang's (radix_eviction_policy, LRU by default) or "
+                        "clairvoyant (Belady: furthest next use in the trace first; bench/clairvoyant.py)")
     p.add_argument("--server-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="set a ServerArgs field (repeatable); fails if this SGLang lacks it")
     p.add_argument("--request-rate", type=float, default=0.0,
@@ -935,8 +945,7 @@ def _run_one(args: argparse.Namespace, argv: List[str]) -> Dict[str, Any]:
     args.server_kwargs = server_kwargs(args.server_arg)
     geom = costmodel.GEOMETRIES[args.model]
     dep = costmodel.DEPLOYMENTS[args.deployment or geom.deployment]
-    trace = workloads.build(args.workload, {k: float(v) for k, v in _kv_pairs(args.wl, "--wl").items()},
-                            args.seed)
+    trace = workloads.build(args.workload, _kv_pairs(args.wl, "--wl"), args.seed)
     workloads.with_arrivals(trace, args.request_rate, args.seed)
     unique = workloads.unique_prefix_tokens(trace.sequences())
     pool = pool_size(args, trace, unique, geom, dep)
