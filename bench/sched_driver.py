@@ -589,6 +589,8 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
     allocator = s.token_to_kv_pool_allocator
     pool = allocator.available_size()  # usable capacity (whole pages for page_size > 1)
     sp = dep.step_params(geom)
+    step_model = dep.step_model(geom)  # per-step time: extend floor and MLA paths (costmodel)
+    floor_steps = 0
 
     heap: List[Tuple[float, int, Request]] = [(r.arrival_s, i, r) for i, r in enumerate(trace.requests)]
     heapq.heapify(heap)
@@ -681,13 +683,14 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
                     else:
                         in_prefill.discard(req.rid)
                 flops_computed += step_flops
-                dt = step_flops / sp["prefill_flops_per_s"]
+                cost = step_model.extend(list(zip(batch.prefix_lens, batch.extend_lens)))
+                dt = cost.seconds
+                floor_steps += cost.floor_s > cost.compute_s
                 prefill_time += dt
             else:
                 decode_steps += 1
                 kv = int(batch.seq_lens_cpu.sum()) if batch.seq_lens_cpu is not None else 0
-                dt = (sp["decode_a_s"] + sp["decode_b_s_per_req"] * batch.batch_size()
-                      + sp["decode_c_s_per_kv_token"] * kv)
+                dt = step_model.decode_s(batch.batch_size(), kv)
                 decode_time += dt
             dt += copy_s
             result = s.run_batch(batch)
@@ -811,6 +814,8 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
         "output_tokens_per_s": output_tokens / now if now else 0.0,
         "steps": step,
         "extend_steps": extend_steps,
+        "extend_floor_steps": floor_steps,
+        "step_model": "costmodel.StepModel (extend floor, MLA paths)",
         "decode_steps": decode_steps,
         "idle_steps": idle_steps,
         "idle_checks": idle_checks,
