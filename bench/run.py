@@ -83,6 +83,10 @@ MULTITURN_B200 = {"clients": 1024, "parallel": 512}
 SWEEP = (0.15, 0.2, 0.3, 0.4)
 SWEEP_FULL = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 RATE_SWEEP = 8.0
+# R1-like outputs: lognormal lengths, median 2,048 tokens and log-sd 1.0 (mean ~3.2K, p99 ~24K in
+# 256 draws), at least 64, capped by max_new_tokens 32,768 (an assumption shaped to be
+# heavy-tailed, not fitted to a published distribution; bench/workloads.py r1).
+R1_TAIL = {"output_sigma": 1.0, "output_median": 2048, "output_min": 64, "max_new_tokens": 32768}
 
 
 def _wl(params: Dict[str, float]) -> List[str]:
@@ -172,9 +176,10 @@ def full_matrix() -> List[Config]:
     out += deployed("random-h200-fa3-page1", "breadth", "no shared prefixes, 8 x H200, fa3, "
                     "page 1", "random", H200, {}, RATE_H200, SEEDS, cost=45)
     # R1-like long outputs: 256 requests, all at t = 0 (at Poisson rates the 707K-token pool is
-    # not filled by 256 of them; make bench-retraction sweeps rates on a smaller pool).
-    out += deployed("r1-h200-fa3-page1", "breadth", "long outputs (R1-like), all at t = 0, "
-                    "8 x H200, fa3, page 1", "r1", H200, {}, 0.0, SEEDS, cost=90)
+    # not filled by 256 of them; make bench-retraction sweeps rates on a smaller pool), with
+    # heavy-tailed output lengths (R1_TAIL) and max_new_tokens 32K.
+    out += deployed("r1-h200-fa3-page1", "breadth", "long heavy-tailed outputs (R1-like), all at "
+                    "t = 0, 8 x H200, fa3, page 1", "r1", H200, R1_TAIL, 0.0, SEEDS, cost=240)
     out += deployed("gsp-h200-fa3-page1-v3-fp8", "breadth", "fp8 KV cache, 8 x H200, fa3, page 1",
                     "gsp", H200, {"groups": 512, "prompts_per_group": 4}, 2 * RATE_H200, SEEDS,
                     model="v3-fp8", cost=80)

@@ -151,15 +151,22 @@ def random_wl(p: Dict[str, float], seed: int) -> Trace:
 
 def r1(p: Dict[str, float], seed: int) -> Trace:
     """Long-output reasoning: G shared S-token system prompts, N requests of system + Q-token
-    question, output uniform [output_min, output_max] ended by EOS, max_new_tokens fixed (the
-    scheduler reserves for max_new_tokens, as for a real reasoning model)."""
+    question, output ended by EOS, max_new_tokens fixed (the scheduler reserves for
+    max_new_tokens, as for a real reasoning model). Output lengths: output_sigma = 0 draws them
+    uniform in [output_min, output_max]; output_sigma > 0 draws them heavy-tailed, lognormal
+    with median output_median and log-sd output_sigma, clipped to [output_min, max_new_tokens]
+    (a request that reaches max_new_tokens ends by length, as a capped reasoning chain does)."""
     rng = random.Random(seed)
     systems = [_tokens(rng, int(p["system_len"])) for _ in range(int(p["groups"]))]
+    cap, lo, sigma = int(p["max_new_tokens"]), int(p["output_min"]), float(p["output_sigma"])
     reqs = []
     for i in range(int(p["requests"])):
         q = _tokens(rng, int(p["question_len"]))
-        o = rng.randint(int(p["output_min"]), int(p["output_max"]))
-        reqs.append(Request(f"r{i}", rng.choice(systems) + q, o, int(p["max_new_tokens"])))
+        if sigma > 0:
+            o = min(cap, max(lo, int(rng.lognormvariate(math.log(p["output_median"]), sigma))))
+        else:
+            o = rng.randint(lo, int(p["output_max"]))
+        reqs.append(Request(f"r{i}", rng.choice(systems) + q, o, cap))
     return Trace("r1", reqs, p)
 
 
@@ -357,7 +364,8 @@ WORKLOADS: Dict[str, Tuple[Callable[[Dict[str, Any], int], Trace], Dict[str, Par
     "random": (random_wl, dict(requests=1024, input_min=1024, input_max=2048, output_min=128,
                                output_max=256)),
     "r1": (r1, dict(groups=8, requests=256, system_len=2048, question_len=128,
-                    output_min=2048, output_max=4096, max_new_tokens=4096)),
+                    output_min=2048, output_max=4096, max_new_tokens=4096, output_sigma=0,
+                    output_median=2048)),
     "trace": (trace_wl, dict(path="", time_scale=1.0, start=0, max_requests=0, max_new_tokens=0,
                              block_size=512)),
 }
