@@ -19,6 +19,14 @@ Lowest probability is evicted first; equal probabilities fall back to LRU. Until
 have left the risk set every priority is 0, i.e. plain LRU. The table of priorities by bucket is
 recomputed every ``refresh`` events, so ``get_priority`` is a table lookup.
 
+``gen``, ``gen512``, ``gen512lfu`` (``DeadTailStrategy``): evict a finished request's *dead
+tail* first, LRU (or LFU) within each class. The dead tail is the KV from ``dead_cut`` on: its
+generated tokens (``gen``) or also its prompt after the last 512-token boundary (``gen512``: in
+the Mooncake replay a conversation's next turn repeats only the previous prompt's whole 512-token
+blocks, so that part and the synthetic answer are never hit again). The leaf is split at the cut
+when the request finishes, so the tail is a leaf of its own. Owners come from
+``track_ownership`` (class-level wraps that tag the nodes each insert creates).
+
     PYTHONPATH=<tree>/python:ci/cpu build/venv/bin/python bench/policies.py --help
 """
 
@@ -208,9 +216,149 @@ def attach(tree: Any, strat: ReuseGapStrategy) -> None:
     tree._evict_tail = evict_tail_w
 
 
-POLICIES: Dict[str, Callable[[], ReuseGapStrategy]] = {"reuse": ReuseGapStrategy}
+# -- ownership: which request's KV a cached token is, and where that request's prompt ends --
+#
+# ``install()`` wraps ``RadixCache.cache_finished_req`` / ``cache_unfinished_req`` (to know the
+# request being inserted), ``insert`` (to tag the nodes it creates: ``node._own = (rid, prompt
+# length)``, the first request that cached those tokens) and ``_split_node`` (the new head keeps
+# the tag). Observation only: nothing the cache does changes.
+
+_CURRENT: List[Any] = [None]  # (rid, prompt length) of the request being inserted
+
+
+def path_start(node: Any) -> int:
+    """Tokens on the path above ``node`` (root to its parent)."""
+    n, total = node.parent, 0
+    while n is not None:
+        total += len(n.key) if n.key is not None else 0
+        n = n.parent
+    return total
+
+
+def dead_cut(prompt_len: int, page: int, align: int) -> int:
+    """Path position from which a request's cached KV is its *dead tail*: the generated tokens
+    (``align`` = page) or also the prompt after its last ``align``-token boundary (``align`` =
+    512: a Mooncake trace's partial last block, which no later prompt of the trace repeats).
+    A multiple of the page size."""
+    a = max(align, page)
+    return prompt_len // a * a // page * page
+
+
+def is_dead_tail(node: Any, page: int, align: int) -> bool:
+    own = getattr(node, "_own", None)
+    return own is not None and path_start(node) >= dead_cut(own[1], page, align)
+
+
+class DeadTailStrategy:
+    """``EvictionStrategy``: evict the *dead tails* first (``is_dead_tail``: the part of a finished
+    request's KV at or after ``dead_cut``: its generated tokens, with ``align`` 512 also the
+    unaligned rest of its prompt), then the rest; LRU (``inner="lru"``) or LFU (``"lfu"``) within
+    each class. After each ``cache_finished_req`` the leaf is split at the cut
+    (``RadixCache._split_node``, as insert splits) so that the tail is a leaf of its own.
+
+    The rule is written for the Mooncake replay, where a conversation's next turn repeats only
+    the previous turn's whole prompt blocks. In real chat the next turn's prompt carries the
+    previous answer (except reasoning tokens that the chat template drops), so the generated
+    tokens are the *most* reusable part of a conversation's state there."""
+
+    def __init__(self, align: int = 0, inner: str = "lru") -> None:
+        self.align = align
+        self.inner = inner
+        self.page = 1
+        self.splits = 0
+        self.finished = 0
+
+    def attach(self, tree: Any) -> None:
+        from sglang.srt.mem_cache.radix_cache import RadixKey
+
+        tree.eviction_strategy = self
+        self.page = max(1, int(tree.page_size))
+        finished = tree.cache_finished_req
+
+        def finished_w(req: Any, *a: Any, **kw: Any) -> Any:
+            out = finished(req, *a, **kw)
+            self.finished += 1
+            prompt = list(req.origin_input_ids)
+            cut = dead_cut(len(prompt), self.page, self.align)
+            if cut <= 0:
+                return out
+            nodes = _walk(tree, RadixKey(prompt[:cut], req.extra_key))
+            if nodes:
+                last = nodes[-1]
+                start = path_start(last)
+                if start < cut < start + len(last.key) and getattr(last, "_own", None):
+                    tree._split_node(last.key, last, cut - start)
+                    self.splits += 1
+            return out
+
+        tree.cache_finished_req = finished_w
+
+    def get_priority(self, node: Any) -> Tuple:
+        live = 0 if is_dead_tail(node, self.page, self.align) else 1
+        if self.inner == "lfu":
+            return (live, node.hit_count, node.last_access_time)
+        return (live, node.last_access_time)
+
+    def stats(self) -> Dict[str, Any]:
+        return {"align": self.align, "inner": self.inner, "leaf_splits": self.splits,
+                "finished": self.finished}
+
+
+def _attach_reuse(strat: ReuseGapStrategy, tree: Any) -> None:
+    attach(tree, strat)
+
+
+ReuseGapStrategy.attach = _attach_reuse  # type: ignore[attr-defined]
+
+POLICIES: Dict[str, Callable[[], Any]] = {
+    "reuse": ReuseGapStrategy,
+    "gen": lambda: DeadTailStrategy(align=0),  # generated tokens first, then LRU
+    "gen512": lambda: DeadTailStrategy(align=512),  # + the prompt's partial 512-token block
+    "gen512lfu": lambda: DeadTailStrategy(align=512, inner="lfu"),
+}
 BUILT: List[ReuseGapStrategy] = []  # strategies built since install(), newest last
 _installed = False
+
+
+def track_ownership(cls: Any) -> None:
+    """Tag the nodes each insert creates with ``(rid, prompt length)`` of the request being
+    cached (class-level wraps on ``cls``, a RadixCache class; idempotent)."""
+    if getattr(cls, "_own_tracked", False):
+        return
+    fin, unfin, ins, split = (cls.cache_finished_req, cls.cache_unfinished_req, cls.insert,
+                              cls._split_node)
+
+    def with_owner(fn: Callable) -> Callable:
+        def wrapped(self: Any, req: Any, *a: Any, **kw: Any) -> Any:
+            prev = _CURRENT[0]
+            _CURRENT[0] = (req.rid, len(req.origin_input_ids))
+            try:
+                return fn(self, req, *a, **kw)
+            finally:
+                _CURRENT[0] = prev
+        return wrapped
+
+    def insert(self: Any, params: Any) -> Any:
+        res = ins(self, params)
+        own = _CURRENT[0]
+        if own is not None:
+            for n in _walk(self, params.key):
+                if getattr(n, "_own", None) is None:
+                    n._own = own
+        return res
+
+    def _split_node(self: Any, key: Any, child: Any, split_len: int) -> Any:
+        head = split(self, key, child, split_len)
+        own = getattr(child, "_own", None)
+        if own is not None:
+            head._own = own
+        return head
+
+    cls.cache_finished_req = with_owner(fin)
+    cls.cache_unfinished_req = with_owner(unfin)
+    cls.insert = insert
+    cls._split_node = _split_node
+    cls._own_tracked = True
 
 
 def install() -> None:
@@ -220,6 +368,8 @@ def install() -> None:
         return
     from sglang.srt import server_args
     from sglang.srt.mem_cache import radix_cache
+
+    track_ownership(radix_cache.RadixCache)
 
     server_args.add_radix_eviction_policy_choices(
         [n for n in POLICIES if n not in server_args.RADIX_EVICTION_POLICY_CHOICES])
@@ -236,7 +386,7 @@ def install() -> None:
             params.eviction_policy = name
         self.eviction_policy = name
         strat = POLICIES[name]()
-        attach(self, strat)
+        strat.attach(self)
         BUILT.append(strat)
 
     radix_cache.RadixCache.__init__ = __init__
@@ -247,8 +397,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--list", action="store_true", help="list the policies and exit")
     a = p.parse_args(argv)
-    for name, cls in POLICIES.items():
-        print(f"{name}: {cls.__name__}")
+    for name, make in POLICIES.items():
+        print(f"{name}: {type(make()).__name__}")
     del a
     return 0
 

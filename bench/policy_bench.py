@@ -33,7 +33,7 @@ METRICS = (("token_hit_rate", "hit rate", "{:.4f}"), ("ttft_p99_s", "TTFT p99 s"
            ("sched_cpu_ms_per_step", "sched CPU ms/step", "{:.2f}"))
 
 
-def driver(argv: Sequence[str]) -> int:
+def driver(argv: Sequence[str], census: bool = False) -> int:
     sys.path.insert(0, str(ROOT / "bench"))
     import logging
 
@@ -41,6 +41,10 @@ def driver(argv: Sequence[str]) -> int:
     import policies
 
     policies.install()
+    if census:
+        import evict_study
+
+        evict_study.install_census()
     import sched_driver
     import torch
 
@@ -50,6 +54,8 @@ def driver(argv: Sequence[str]) -> int:
     res = sched_driver.run_one(list(argv))
     if policies.BUILT:
         res["policy_stats"] = policies.BUILT[-1].stats()
+    if census:
+        res["census"] = evict_study.CENSUS[-1].stats()
     print(json.dumps(res), flush=True)
     return 0
 
@@ -60,8 +66,9 @@ def policy_args(policy: str) -> List[str]:
     return ["--server-arg", f"radix_eviction_policy={policy}"]
 
 
-def run_driver(argv: List[str]) -> Dict[str, Any]:
-    cmd = [sys.executable, "-W", "ignore", __file__, "driver", "--"] + argv
+def run_driver(argv: List[str], census: bool = False) -> Dict[str, Any]:
+    cmd = [sys.executable, "-W", "ignore", __file__, "driver"] + (["--census"] if census else []) \
+        + ["--"] + argv
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -116,11 +123,14 @@ def sweep(a: argparse.Namespace) -> int:
             jobs.append((p, r, base + extra + policy_args(p)))
     results: Dict[str, Dict[str, Dict[str, Any]]] = {p: {} for p in a.policy}
     with cf.ThreadPoolExecutor(a.jobs) as ex:
-        futs = {ex.submit(run_driver, argv): (p, r) for p, r, argv in jobs}
+        futs = {ex.submit(run_driver, argv, a.census): (p, r) for p, r, argv in jobs}
         for f in cf.as_completed(futs):
             p, r = futs[f]
             results[p][r] = f.result()
             print(f"{p} {r}: hit {results[p][r]['token_hit_rate']:.4f}", file=sys.stderr)
+            if a.out:  # after every run, so that a cut-short sweep keeps what it finished
+                Path(a.out).write_text(json.dumps({"argv": sys.argv[1:], "results": results},
+                                                  indent=1))
     print(f"{a.workload} {' '.join(a.wl)} page {a.page_size}, {a.max_running_requests} running, "
           f"pool {a.pool_tokens or ('pressure %g' % a.pressure if a.pressure else 'deployment')}; "
           f"runs: {', '.join(reps)}")
@@ -136,6 +146,8 @@ def parser() -> argparse.ArgumentParser:
                                 epilog=__doc__.split("\n\n", 1)[1])
     sub = p.add_subparsers(dest="mode", required=True)
     d = sub.add_parser("driver", help="one sched_driver.py run with the policies registered")
+    d.add_argument("--census", action="store_true",
+                   help="count evicted / kept tokens by kind (bench/evict_study.py Census)")
     d.add_argument("args", nargs=argparse.REMAINDER, help="sched_driver.py arguments (after --)")
     s = sub.add_parser("sweep", help="policies x seeds (or trace starts), with 95 %% intervals")
     s.add_argument("--workload", default="trace")
@@ -151,6 +163,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--max-running-requests", type=int, default=128)
     s.add_argument("--jobs", type=int, default=2)
     s.add_argument("--out", help="write all results as JSON here")
+    s.add_argument("--census", action="store_true",
+                   help="count evicted / kept tokens by kind in every run (evict_study.Census)")
     return p
 
 
@@ -158,7 +172,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     a = parser().parse_args(argv)
     if a.mode == "driver":
         args = a.args[1:] if a.args[:1] == ["--"] else a.args
-        return driver(args)
+        return driver(args, a.census)
     if not a.policy:
         a.policy = ["lru", "reuse", "clairvoyant"]
     if not a.seed and not a.start:

@@ -1,5 +1,6 @@
-"""The eviction-policy study tooling (issue 14): bench/evict_study.py, bench/policies.py and
-bench/policy_bench.py's driver mode, on small inputs."""
+"""The eviction-policy study tooling (issue 14): bench/evict_study.py (trace study and the
+eviction census), bench/policies.py (reuse, dead-tail-first) and bench/policy_bench.py's driver
+mode, on small inputs."""
 
 from __future__ import annotations
 
@@ -67,3 +68,91 @@ def test_driver_mode_runs_the_reuse_policy(tmp_path: Path):
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["finished_requests"] == 4 and res["end_free_plus_evictable_eq_pool"]
     assert res["policy_stats"]["ticks"] == 4
+
+
+class _Key:
+    def __init__(self, n: int) -> None:
+        self.token_ids = list(range(n))
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+
+class _Node:
+    def __init__(self, parent, n: int, own=None, t: float = 0.0, hits: int = 0) -> None:
+        self.parent, self.key, self.children = parent, _Key(n), {}
+        self.last_access_time, self.hit_count = t, hits
+        if own is not None:
+            self._own = own
+
+
+def test_dead_cut_and_dead_tail_first_order():
+    assert policies.dead_cut(1500, 64, 0) == 1472  # generated from the page-aligned prompt end
+    assert policies.dead_cut(1500, 64, 512) == 1024  # + the partial 512-token block
+    assert policies.dead_cut(300, 64, 512) == 0
+    root = _Node(None, 0)
+    head = _Node(root, 1024, own=("a", 1500), t=1.0)  # prompt blocks, older
+    tail = _Node(head, 576, own=("a", 1500), t=5.0)  # partial block + answer, newer
+    other = _Node(root, 2048, own=("b", 2100), t=3.0)
+    st = policies.DeadTailStrategy(align=512)
+    st.page = 64
+    assert policies.is_dead_tail(tail, 64, 512) and not policies.is_dead_tail(head, 64, 512)
+    order = sorted([head, tail, other], key=st.get_priority)
+    assert order == [tail, head, other]  # the dead tail first although it is the newest
+    assert not policies.is_dead_tail(tail, 64, 0) or policies.path_start(tail) >= 1472
+    lfu = policies.DeadTailStrategy(align=512, inner="lfu")
+    lfu.page = 64
+    head.hit_count = 9
+    assert sorted([head, other], key=lfu.get_priority) == [other, head]
+
+
+def test_census_splits_a_range_by_kind_and_reuse():
+    c = evict_study.Census(trace=None, block=512)
+    c.turn = {"a": 2}
+    node = _Node(_Node(None, 0), 1600, own=("a", 1500))
+    # reused up to path position 1024 (pretend the index says so)
+    c._boundaries = lambda n: (0, [])  # type: ignore[method-assign]
+    c._reused_upto = lambda bounds, a, b: 1024  # type: ignore[method-assign]
+    parts = c._split(node, 0, 1600)
+    assert parts == [("prompt_block", 1024, 0, 2), ("prompt_tail", 0, 476, 2),
+                     ("generated", 0, 100, 2)]
+
+
+def test_driver_census_with_dead_tail_policy(tmp_path: Path):
+    rows = [json.loads(ln) for ln in _trace(tmp_path).read_text().splitlines()]
+    rows.append({"timestamp": 4, "input_length": 1800, "output_length": 40,
+                 "hash_ids": [0, 9, 5, 6]})  # one more prompt: the pool must evict
+    for r in rows:
+        r["output_length"] = 40
+    path = tmp_path / "t5.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tree = ROOT / "build" / "work" / "tree" / "python"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree), str(ROOT / "ci" / "cpu")]))
+    cmd = [sys.executable, "-W", "ignore", str(ROOT / "bench" / "policy_bench.py"), "driver",
+           "--census", "--", "--workload", "trace", "--wl", f"path={path}",
+           "--wl", "time_scale=0", "--pool-tokens", "3072",
+           "--server-arg", "radix_eviction_policy=gen512"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["finished_requests"] == 5 and res["end_free_plus_evictable_eq_pool"]
+    assert res["policy_stats"]["finished"] == 5 and res["policy_stats"]["leaf_splits"] >= 1
+    cen = res["census"]
+    assert cen["evict_calls"] >= 1
+    assert sum(v["reused"] + v["dead"] for v in cen["evicted"].values()) > 0
+    assert "prompt_block" in evict_study.census_table(cen)
+
+
+def test_results_summary_gap_shares_and_merge(tmp_path: Path):
+    def run(hit: float, ttft: float) -> dict:
+        return {"token_hit_rate": hit, "ttft_p99_s": ttft, "sched_cpu_ms_per_step": 1.0}
+
+    a = {"results": {"lru": {"start=0": run(0.10, 100.0), "start=1": run(0.20, 100.0)},
+                     "clairvoyant": {"start=0": run(0.20, 90.0), "start=1": run(0.40, 90.0)}}}
+    b = {"results": {"x": {"start=0": run(0.15, 95.0), "start=1": run(0.30, 95.0)}}}
+    pa, pb = tmp_path / "a.json", tmp_path / "b.json"
+    pa.write_text(json.dumps(a))
+    pb.write_text(json.dumps(b))
+    text = evict_study.gaps_from_results(pa, pb)
+    row = next(ln for ln in text.splitlines() if ln.startswith("| x "))
+    assert "+50.0% +- 0.0%" in row and "-5.0% +- 0.0%" in row  # half the gap, 5 % better TTFT
