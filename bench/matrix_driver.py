@@ -82,6 +82,11 @@ Replaced or stubbed (each needs a model, a GPU or IPC), and observation only
 8. Isolation ``quiet`` (reruns only): ``decode_log_interval`` is 10**9, so the decode log line
    and its metrics never run, so that a failure there does not hide what fails after it.
 9. Observation only: ``tree_cache.evict`` is wrapped to count calls and evicted tokens.
+10. ``hiradix`` cells: bench/hicache_cpu.py's substitutions for HiCache (host buffer without
+   ``cudaHostRegister``; ``sgl_kernel.kvcacheio`` copies as torch index copies of the same
+   slots; CUDA streams and events on a modelled clock that never advances here, so every copy
+   is complete when it is enqueued, which the controller only observes at its next
+   ``writing_check`` / ``loading_check``, as on a GPU whose copy has finished by then).
 """
 
 from __future__ import annotations
@@ -133,6 +138,7 @@ from sglang.srt.utils import require_mlp_sync
 from sglang.srt.utils.common import set_prometheus_multiproc_dir
 
 import matrix
+import hicache_cpu
 import sched_driver
 from matrix import Config
 
@@ -166,17 +172,11 @@ SKIP: Dict[str, str] = {
 # machine where it does come up runs the cells).
 SKIP_IF_BRINGUP_FAILS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "hiradix": (
-        "HiRadixCache's host pool needs CUDA at construction and at every transfer: "
-        "MHATokenToKVPoolHost is built with pin_memory=True (hiradix_cache.py:64-71, default at"
-        " memory_pool_host.py:299), so alloc_with_host_register calls "
-        "torch.cuda.cudart().cudaHostRegister (memory_pool_host.py:110-126; CPU torch: 'Torch "
-        "not compiled with CUDA enabled'); every device<->host copy is an sgl_kernel.kvcacheio "
-        "CUDA kernel (imported at memory_pool_host.py:47-56), for io_backend 'kernel' "
-        "(transfer_kv_all_layer, 515-535) and 'direct' (transfer_kv_direct, 583-591), the first"
-        " one at the first write_backup (hiradix_cache.py:609-611, "
-        "cache_controller.py:684-688); before all that, HostKVCache refuses to start unless 10 "
-        "GB of host memory stay free beyond the host pool (memory_pool_host.py:186-199)",
-        ("Not enough host memory available", "Torch not compiled with CUDA enabled"),
+        "HiRadixCache's host pool refuses to start unless 10 GB of host memory stay free beyond "
+        "the host pool (HostKVCache.__init__, memory_pool_host.py:186-199); its CUDA-only "
+        "pieces (cudaHostRegister, sgl_kernel.kvcacheio copies, CUDA streams and events) are "
+        "substituted by bench/hicache_cpu.py",
+        ("Not enough host memory available",),
     ),
 }
 
@@ -460,6 +460,8 @@ def build_scheduler(cfg: Config, plan: Plan, quiet: bool = False,
     )
     set_global_server_args_for_scheduler(server_args)
     init_single_rank(server_args)
+    if cfg.cache == "hiradix":  # replacement 10: HiCache's CUDA-only pieces
+        hicache_cpu.install(hicache_cpu.Clock())
     mc = model_config(cfg)
 
     # -- ModelRunner: the attributes _init_pools reads; then the real pool construction --

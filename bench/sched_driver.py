@@ -89,6 +89,17 @@ Replacements and stubs (each is the smallest piece that needs a model, a GPU, or
    geometry and scaled to the tiny pool's bytes per token, so that the scheduler's budget
    allows the same number of tokens.
 11. ``--eviction clairvoyant`` only: ``RadixCache.eviction_strategy`` is Belady's rule, which may split a leaf (bench/clairvoyant.py).
+12. ``--hicache POLICY`` only (enable_hierarchical_cache, hicache_write_policy=POLICY,
+   hicache_ratio=--hicache-ratio; other hicache_* through --server-arg):
+   ``Scheduler.init_cache_with_memory_pool`` itself builds ``HiRadixCache`` (with its
+   ``MLATokenToKVPoolHost`` and ``HiCacheController``) from a ``TpModelWorker``
+   (``object.__new__``) whose ``get_memory_pool`` returns the pools above, after
+   bench/hicache_cpu.py's substitutions (no cudaHostRegister; kvcacheio copies as torch index
+   copies of the same slots; CUDA streams/events on a modelled clock; one gloo rank). Timing
+   (modelled): a load-back overlaps the step's forward layer by layer, a write-through runs on
+   its own stream (its ack waits for it), a wait on an event (write-back eviction) is added to
+   the step. ``--hicache-keep-retracted`` is an experiment, not a substitution: it makes
+   0007's ``keeps_retracted_kv()`` True for HiRadixCache.
 
 Metrics (JSON on stdout)
 ------------------------
@@ -119,7 +130,13 @@ key (a token-level cache would have reused them). mean_idle_free_*:
 samples. Modelled time (costmodel): ttft_* = first token time - arrival (queue wait +
 prefill), output_tokens_per_s = generated tokens / modelled makespan. sched_cpu_ms_per_step:
 process CPU time of the loop body per step. The final step (which finds nothing to do) is
-counted in ``steps``.
+counted in ``steps``. hicache (``--hicache`` only, else null): host_written_tokens /
+host_loaded_tokens (device -> host backups, host -> device load-backs), host_pool_tokens /
+host_pool_peak_tokens (_gb: at the modelled geometry), write/load_stream_busy_s, blocked_s
+(scheduler waits on copies, in the makespan), load_not_overlapped_s (load-back the forward could
+not hide, in the makespan), drain_after_last_token_s (copies still running after the last
+token: not in the makespan), end_host_slots_leaked (host slots held by no tree node) and
+end_ongoing_write_through / _load_back after the final idle check.
 """
 
 from __future__ import annotations
@@ -159,6 +176,7 @@ from sglang.srt.utils import require_mlp_sync
 
 import clairvoyant
 import costmodel
+import hicache_cpu
 import workloads
 from workloads import EOS_ID, VOCAB_SIZE, Request, Trace
 
@@ -252,6 +270,7 @@ def _build_scheduler(
         skip_tokenizer_init=True,
         schedule_policy=args.schedule_policy,
         random_seed=args.seed,
+        **_hicache_server_kwargs(args),  # --hicache (HiCache block)
         **args.server_kwargs,
     )
     set_global_server_args_for_scheduler(server_args)
@@ -316,20 +335,10 @@ def _build_scheduler(
         **alloc_kwargs,
     )
     s.disable_radix_cache = False
-    cache_kwargs: Dict[str, Any] = dict(
-        disable=False,
-        req_to_token_pool=s.req_to_token_pool,
-        token_to_kv_pool_allocator=s.token_to_kv_pool_allocator,
-        page_size=s.page_size,
-        eviction_policy=server_args.radix_eviction_policy,
-        chunked_prefill_size=server_args.chunked_prefill_size,
-    )
-    # Any other radix option the tree has (CacheInitParams.<name> <- ServerArgs.radix_<name>,
-    # as eviction_policy above), so --server-arg reaches the cache in every variant.
-    for f in dataclasses.fields(CacheInitParams):
-        if f.name not in cache_kwargs and hasattr(server_args, f"radix_{f.name}"):
-            cache_kwargs[f.name] = getattr(server_args, f"radix_{f.name}")
-    s.tree_cache = RadixCache(CacheInitParams(**cache_kwargs))
+    if server_args.enable_hierarchical_cache:  # -- HiCache block: the pin builds the cache --
+        _init_hicache(s, args)
+    else:
+        _init_radix_cache(s, server_args)
     s.decode_offload_manager = None
 
     s.init_running_status()
@@ -353,6 +362,65 @@ def _build_scheduler(
     s.log_batch_result_stats = _noop
     s.is_initializing = False
     return s
+
+
+def _init_radix_cache(s: Scheduler, server_args: ServerArgs) -> None:
+    cache_kwargs: Dict[str, Any] = dict(
+        disable=False,
+        req_to_token_pool=s.req_to_token_pool,
+        token_to_kv_pool_allocator=s.token_to_kv_pool_allocator,
+        page_size=s.page_size,
+        eviction_policy=server_args.radix_eviction_policy,
+        chunked_prefill_size=server_args.chunked_prefill_size,
+    )
+    # Any other radix option the tree has (CacheInitParams.<name> <- ServerArgs.radix_<name>,
+    # as eviction_policy above), so --server-arg reaches the cache in every variant.
+    for f in dataclasses.fields(CacheInitParams):
+        if f.name not in cache_kwargs and hasattr(server_args, f"radix_{f.name}"):
+            cache_kwargs[f.name] = getattr(server_args, f"radix_{f.name}")
+    s.tree_cache = RadixCache(CacheInitParams(**cache_kwargs))
+
+
+# ---- HiCache block (--hicache; substitutions in bench/hicache_cpu.py) -----------------------
+def _hicache_server_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
+    if getattr(args, "hicache", "off") == "off":
+        return {}
+    return dict(enable_hierarchical_cache=True, hicache_write_policy=args.hicache,
+                hicache_ratio=args.hicache_ratio)
+
+
+_KEEP_ORIG: Dict[str, Any] = {}
+
+
+def _init_hicache(s: Scheduler, args: argparse.Namespace) -> None:
+    """Scheduler.init_cache_with_memory_pool itself builds the HiRadixCache, from a TpModelWorker
+    (object.__new__) whose get_memory_pool returns the pools above."""
+    from sglang.srt.managers.tp_worker import TpModelWorker
+
+    s.bench_hicache = hc = hicache_cpu.Clock(args.hicache_copy_s_per_token)
+    hicache_cpu.install(hc)
+    s.tp_cpu_group = s.attn_tp_cpu_group = hicache_cpu.init_single_rank(s.server_args)
+    w: TpModelWorker = object.__new__(TpModelWorker)
+    w.hicache_layer_transfer_counter = None
+    w._model_runner = SimpleNamespace(
+        is_hybrid_swa=False, hybrid_gdn_config=None, mamba2_config=None, req_to_token_pool=s.req_to_token_pool,
+        token_to_kv_pool_allocator=s.token_to_kv_pool_allocator)
+    s.tp_worker = w
+    s.enable_metrics = False
+    from sglang.srt.mem_cache.hiradix_cache import HiRadixCache
+
+    # Experiment only (--hicache-keep-retracted, a tree with 0007): 0007's retraction insert
+    # for HiRadixCache too; restored for the next run of a --batch.
+    orig = HiRadixCache.__dict__.get("keeps_retracted_kv")
+    if args.hicache_keep_retracted:
+        if orig is None:
+            raise SystemExit("--hicache-keep-retracted needs a tree with 0007")
+        _KEEP_ORIG.setdefault("keeps_retracted_kv", orig)
+        HiRadixCache.keeps_retracted_kv = lambda self: True
+    elif "keeps_retracted_kv" in _KEEP_ORIG:
+        HiRadixCache.keeps_retracted_kv = _KEEP_ORIG["keeps_retracted_kv"]
+    s.init_cache_with_memory_pool()
+# ---- end HiCache block ------------------------------------------------------------------------
 
 
 class KVIntegrityError(AssertionError):
@@ -395,23 +463,43 @@ class _KVIntegrity:
         return vals
 
     def forward(self, batch: ScheduleBatch) -> None:
+        """Check every slot the batch reads, then write the slots it computes: one gather, one
+        comparison and one scatter for the whole batch (per request only slice views)."""
         if batch.forward_mode.is_extend():
-            spans = zip(batch.reqs, batch.prefix_lens, batch.extend_lens)
+            spans = list(zip(batch.reqs, batch.prefix_lens, batch.extend_lens))
         else:  # decode: the last output token's KV is computed, the rest is read
-            spans = ((r, int(n) - 1, 1) for r, n in zip(batch.reqs, batch.seq_lens_cpu))
+            spans = [(r, int(n) - 1, 1) for r, n in zip(batch.reqs, batch.seq_lens_cpu)]
+        if not spans:
+            return
+        rows = self.req_to_token
+        read_slots, read_vals, new_slots, new_vals = [], [], [], []
         for req, read, new in spans:
-            slots = self.req_to_token[req.req_pool_idx, : read + new].to(torch.int64)
             vals = self._values(req)
-            held = self.words[slots[:read]]
-            if not torch.equal(held, vals[:read]):
-                bad = int((held != vals[:read]).nonzero()[0])
+            row = rows[req.req_pool_idx]
+            read_slots.append(row[:read])
+            read_vals.append(vals[:read])
+            new_slots.append(row[read : read + new])
+            new_vals.append(vals[read : read + new])
+        slots = torch.cat(read_slots).to(torch.int64)
+        expected = torch.cat(read_vals)
+        held = self.words[slots]
+        if not torch.equal(held, expected):
+            self._raise(batch, spans, held, expected, slots)
+        self.words[torch.cat(new_slots).to(torch.int64)] = torch.cat(new_vals)
+        self.checked_tokens += int(slots.numel())
+
+    def _raise(self, batch: ScheduleBatch, spans: List[Tuple[Req, int, int]],
+               held: torch.Tensor, expected: torch.Tensor, slots: torch.Tensor) -> None:
+        first = int((held != expected).nonzero()[0])
+        for req, read, _ in spans:
+            if first < read:
                 raise KVIntegrityError(
-                    f"request {req.rid} reads slot {int(slots[bad])} at position {bad} of "
+                    f"request {req.rid} reads slot {int(slots[first])} at position {first} of "
                     f"{read} ({batch.forward_mode.name}, prefix {len(req.prefix_indices)}): "
                     f"it holds the KV of other tokens"
                 )
-            self.words[slots[read:]] = vals[read : read + new]
-            self.checked_tokens += read
+            first -= read
+        raise AssertionError("unreachable: a mismatch outside every request's span")
 
 
 def _synthetic_run_batch(
@@ -576,6 +664,7 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
     known = trace.all_requests or trace.requests
     context_len = max(len(r.input_ids) + r.max_new_tokens for r in known) + 64
     targets: Dict[str, Tuple[int, int]] = {}  # rid -> (output_len, max_new_tokens)
+    args.hicache_copy_s_per_token = dep.step_params(geom)["host_copy_s_per_token"]  # HiCache
     s = _build_scheduler(args, context_len, pool_tokens, targets)
     c = _Counters()
     _observe(s, c)
@@ -602,6 +691,9 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
     finished_at: Dict[str, float] = {}
     now = prefill_time = decode_time = host_copy_time = 0.0
     host_peak = 0  # tokens held in host copies by waiting requests, peak
+    hc: Optional[hicache_cpu.Clock] = getattr(s, "bench_hicache", None)  # HiCache block
+    hc_overlap_extra = 0.0  # load-back time the forward could not hide
+    hc_pool_peak = 0  # host pool slots in use, peak
     step = 0
     in_prefill: set = set()  # rids with a chunked prefill under way
     seen: set = set()  # rids admitted at least once
@@ -646,6 +738,8 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
 
         t0 = time.process_time()
         offloaded, restored = c.offloaded, c.restored
+        if hc is not None:  # HiCache: the copy streams' clock starts the step at `now`
+            hc.now, hc.step_load_s = now, 0.0
         batch = s.get_next_batch_to_run()
         # Offload (in retract_decode) and restore (in the prefill adder) are blocking copies
         # made while the scheduler builds this step's batch.
@@ -692,11 +786,19 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
                 kv = int(batch.seq_lens_cpu.sum()) if batch.seq_lens_cpu is not None else 0
                 dt = step_model.decode_s(batch.batch_size(), kv)
                 decode_time += dt
+            if hc is not None:  # HiCache: waits while building the batch, then the forward,
+                # overlapped layer by layer with this step's load-back (L over the model's layers)
+                n, load = geom.layers, hc.step_load_s
+                fwd = max(dt + load / n, load + dt / n) if load > 0 else dt
+                hc_overlap_extra += fwd - dt
+                hc.now += fwd
             dt += copy_s
             result = s.run_batch(batch)
             t2 = time.process_time()
             s.process_batch_result(batch, result)
             process_cpu += time.process_time() - t2
+            if hc is not None:  # process_batch_result's inserts start writes (and may wait)
+                dt = hc.now - now + copy_s
             now += dt
             for req in c.retracted:
                 retracted_at[req.rid] = now
@@ -718,6 +820,8 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
             # event_loop_normal: no batch -> self_check_during_idle (leak checks, ratio reset)
             s.self_check_during_idle()
             idle_checks += 1
+            if hc is not None:
+                now = max(now, hc.now)
             now += copy_s
             idle_steps += 1
             idle_run += 1
@@ -733,6 +837,9 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
         free_samples.append(allocator.available_size())
         evictable_samples.append(s.tree_cache.evictable_size())
         running_samples.append(s.running_batch.batch_size() if s.running_batch else 0)
+        if hc is not None:
+            host = s.tree_cache.token_to_kv_pool_host
+            hc_pool_peak = max(hc_pool_peak, host.size - host.available_size())
         step += 1
 
         if batch is None and not heap and not busy():
@@ -740,6 +847,37 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
         if args.max_steps and step >= args.max_steps:
             break
 
+    hicache = None
+    if hc is not None:  # HiCache: the idle loop acks the last copies once they finish
+        tc = s.tree_cache
+        cc = tc.cache_controller
+        hc.now = max(now, cc.write_stream.busy_until, cc.load_stream.busy_until)
+        drain_s = hc.now - now
+        if not busy():  # (not after --max-steps)
+            assert s.get_next_batch_to_run() is None
+            s.self_check_during_idle()
+        host = tc.token_to_kv_pool_host
+        hicache = {
+            "write_policy": s.server_args.hicache_write_policy,
+            "io_backend": s.server_args.hicache_io_backend,
+            "mem_layout": s.server_args.hicache_mem_layout,
+            "ratio": s.server_args.hicache_ratio,
+            "keep_retracted": bool(args.hicache_keep_retracted),
+            "host_pool_tokens": host.size,
+            "host_written_tokens": hc.d2h_tokens,
+            "host_loaded_tokens": hc.h2d_tokens,
+            "host_pool_peak_tokens": hc_pool_peak,
+            "host_pool_peak_gb": hc_pool_peak * geom.kv_bytes_per_token / 1e9,
+            "write_stream_busy_s": hc.d2h_busy_s,
+            "load_stream_busy_s": hc.h2d_busy_s,
+            "blocked_s": hc.blocked_s,
+            "load_not_overlapped_s": hc_overlap_extra,
+            "drain_after_last_token_s": drain_s,
+            "end_host_slots_leaked": hicache_cpu.host_slots_leaked(tc),
+            "end_host_protected_nodes": hicache_cpu.host_protected_nodes(tc),
+            "end_ongoing_write_through": len(tc.ongoing_write_through),
+            "end_ongoing_load_back": len(tc.ongoing_load_back),
+        }
     wall = time.perf_counter() - wall0
     finished = [r for r in all_reqs if r.finished()]
     input_tokens = sum(len(r.origin_input_ids) for r in all_reqs)
@@ -830,6 +968,7 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
         + s.tree_cache.evictable_size() == pool and s.tree_cache.protected_size() == 0,
         "end_req_slots_free": s.req_to_token_pool.available_size() == s.req_to_token_pool.size,
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "hicache": hicache,
     }
 
 
@@ -919,6 +1058,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--env", action="append", default=[], metavar="SGLANG_KEY=VALUE",
                    help="set an SGLANG_* environment variable for this run only (repeatable), "
                         "e.g. SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR=0.3")
+    p.add_argument("--hicache", choices=("off", "write_through", "write_through_selective",
+                                          "write_back"), default="off",
+                   help="HiRadixCache with this hicache_write_policy (enable_hierarchical_cache; "
+                        "CPU substitutions in bench/hicache_cpu.py); other hicache_* options "
+                        "through --server-arg")
+    p.add_argument("--hicache-ratio", type=float, default=2.0,
+                   help="host pool / device pool (hicache_ratio; the pin's default is 2.0)")
+    p.add_argument("--hicache-keep-retracted", action="store_true",
+                   help="experiment: make 0007 keep a retracted request's KV with HiRadixCache "
+                        "too (its keeps_retracted_kv() returns True); needs a tree with 0007")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=0, help="stop after N steps (0: run to completion)")
     p.add_argument("--batch", help="JSON file: a list of argument lists; runs each in this process "
