@@ -7,6 +7,7 @@ pristine from the pinned source tree (--pristine), patched from the installed wh
 bench/run.py runs them. Variants, for every page size:
   pristine     the pin, LRU
   patched      the series, LRU
+  lpm          the series, LRU, with SGLang's `--schedule-policy lpm` (longest prefix match first)
   clairvoyant  the series, `--eviction clairvoyant` (Belady's rule; bench/clairvoyant.py)
   oracle       the pin with a pool so large nothing is evicted (the hit-rate ceiling)
 Pools: the deployment's (costmodel: DeepSeek-V3 on one 8 x H200 instance) and --host-factor x
@@ -43,7 +44,8 @@ import workloads  # noqa: E402
 
 DRIVER = ROOT / "bench" / "sched_driver.py"
 MODEL = "v3"
-VARIANTS = ("pristine", "patched", "clairvoyant")
+VARIANTS = ("pristine", "patched", "lpm", "clairvoyant")
+EXTRA = {"lpm": ["--schedule-policy", "lpm"], "clairvoyant": ["--eviction", "clairvoyant"]}
 Result = Dict[str, Any]
 
 
@@ -51,7 +53,7 @@ Result = Dict[str, Any]
 class Run:
     page: int
     pool: str  # "device", "host" or "oracle"
-    variant: str  # pristine, patched, clairvoyant, oracle
+    variant: str  # pristine, patched, lpm, clairvoyant, oracle
     argv: List[str]
     cost: float  # relative CPU cost, to start the longest first
     tag: str = ""  # "" for the matrix; "load" for the time-scale-1 reference run
@@ -66,7 +68,7 @@ class Run:
 
     @property
     def tree(self) -> str:
-        return "patched" if self.variant in ("patched", "clairvoyant") else "pristine"
+        return "patched" if self.variant in ("patched", "lpm", "clairvoyant") else "pristine"
 
 
 def plan(args: argparse.Namespace, host_pool: int) -> List[Run]:
@@ -87,7 +89,7 @@ def plan(args: argparse.Namespace, host_pool: int) -> List[Run]:
         cost = 1.7 if page == 1 else 1.0  # page 1 matches keys token by token
         for pool, pool_args in (("device", []), ("host", ["--pool-tokens", str(host_pool)])):
             for v in VARIANTS:
-                extra = ["--eviction", "clairvoyant"] if v == "clairvoyant" else []
+                extra = EXTRA.get(v, [])
                 runs.append(Run(page, pool, v, base + ["--page-size", str(page)] + pool_args + extra,
                                 cost * (1.1 if pool == "host" else 1.0)))
         runs.append(Run(page, "oracle", "oracle", base + ["--page-size", str(page), "--oracle"],
@@ -201,18 +203,19 @@ def results_table(runs: List[Run], pages: Sequence[int]) -> str:
 
 
 def headroom_table(runs: List[Run], pages: Sequence[int]) -> str:
-    lines = ["| page | pool | pristine | patched | clairvoyant | oracle | series: patched - pristine "
-             "| **eviction headroom: clairvoyant - patched** | clairvoyant / oracle |",
-             "| --- | --- |" + " ---: |" * 7]
+    lines = ["| page | pool | pristine | patched | patched + lpm | clairvoyant | oracle | series: "
+             "patched - pristine | **eviction headroom: clairvoyant - patched** | clairvoyant / "
+             "oracle |", "| --- | --- |" + " ---: |" * 8]
     for page in pages:
         o = get(runs, page, "oracle", "oracle")
         for pool in ("device", "host"):
-            a, b, c = (get(runs, page, pool, v) for v in VARIANTS)
+            a, b, lpm, c = (get(runs, page, pool, v) for v in VARIANTS)
             if a is None or b is None or c is None:
                 continue
             h = [x["token_hit_rate"] for x in (a, b, c)]
+            hl = fmt(lpm["token_hit_rate"], "{:.3f}") if lpm else "-"
             oh = o["token_hit_rate"] if o else None
-            lines.append(f"| {page} | {pool} | {h[0]:.3f} | {h[1]:.3f} | {h[2]:.3f} | "
+            lines.append(f"| {page} | {pool} | {h[0]:.3f} | {h[1]:.3f} | {hl} | {h[2]:.3f} | "
                          f"{fmt(oh, '{:.3f}')} | {h[1] - h[0]:+.3f} | **{h[2] - h[1]:+.3f}** | "
                          f"{(h[2] / oh if oh else float('nan')):.2f} |")
     return "\n".join(lines)
@@ -229,16 +232,16 @@ def plot(runs: List[Run], pages: Sequence[int], path: Path) -> Optional[Path]:
         return None
     groups = [(p, pool) for p in pages for pool in ("device", "host")]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    width = 0.26
+    width = 0.2
     for ax, key, label in ((axes[0], "token_hit_rate", "token hit rate"),
                            (axes[1], "ttft_p99_s", "modelled TTFT p99 (s)")):
         for k, v in enumerate(VARIANTS):
             ys = [(get(runs, p, pool, v) or {}).get(key, 0.0) for p, pool in groups]
-            ax.bar([i + (k - 1) * width for i in range(len(groups))], ys, width, label=v)
+            ax.bar([i + (k - 1.5) * width for i in range(len(groups))], ys, width, label=v)
         for i, (p, _) in enumerate(groups):
             o = get(runs, p, "oracle", "oracle")
             if o:
-                ax.hlines(o[key], i - 1.5 * width, i + 1.5 * width, colors="gray", linestyles="--",
+                ax.hlines(o[key], i - 2 * width, i + 2 * width, colors="gray", linestyles="--",
                           label="oracle (no eviction)" if i == 0 else None)
         ax.set_xticks(range(len(groups)))
         ax.set_xticklabels([f"page {p}\n{pool} pool" for p, pool in groups], fontsize=8)
