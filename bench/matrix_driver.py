@@ -54,7 +54,7 @@ Replaced or stubbed (each needs a model, a GPU or IPC), and observation only
 ------------------------------------------------------------------------------
 1. ``Scheduler.__init__``, ``TpModelWorker.__init__`` and ``ModelRunner.__init__`` do not run
    (``object.__new__``; the Scheduler's "Parse args" block is
-   ``sched_driver.scheduler_shell``); ``init_model_worker`` gets the TpModelWorker from
+   ``sched_shell.scheduler_shell``); ``init_model_worker`` gets the TpModelWorker from
    stand-ins for ``init_tp_model_worker`` / ``maybe_init_draft_worker`` (no draft worker);
    ``init_model_config`` / ``init_ipc_channels`` / ``init_tokenizer`` /
    ``init_moe_gemm_config`` / ``init_disaggregation`` / ``init_overlap`` are replaced by the
@@ -65,7 +65,7 @@ Replaced or stubbed (each needs a model, a GPU or IPC), and observation only
    (bf16 KV, 1 or 2 layers, one KV head of dim 8, MLA rank 4 + rope 2, sliding window 128,
    ``max_mamba_cache_size`` 3 x max running, no model); the TpModelWorker gets what its
    ``__init__`` computes for ``get_worker_info`` (tp_worker.py:292-308).
-2. ``model_config``: sched_driver's namespace plus head / layer / SWA / MLA fields;
+2. ``model_config``: sched_shell's namespace plus head / layer / SWA / MLA fields;
    ``hf_config`` is a ``transformers.PretrainedConfig`` (the NemotronHConfig for Mamba).
 3. ``run_batch``: no forward; one deterministic token per request (the stop token where the
    scenario says), ``batch.output_ids`` set as the non-overlap path does.
@@ -139,7 +139,7 @@ from sglang.srt.utils.common import set_prometheus_multiproc_dir
 
 import matrix
 import hicache_cpu
-import sched_driver
+import sched_shell
 from matrix import Config
 
 VOCAB = 1024
@@ -409,7 +409,7 @@ def _hf_config(cfg: Config) -> PretrainedConfig:
 
 
 def model_config(cfg: Config) -> SimpleNamespace:
-    mc = sched_driver._model_config(CONTEXT_LEN)
+    mc = sched_shell.model_config_stub(CONTEXT_LEN)
     mc.vocab_size = VOCAB
     mc.is_generation = True
     mc.hf_config = _hf_config(cfg)
@@ -508,7 +508,7 @@ def build_scheduler(cfg: Config, plan: Plan, quiet: bool = False,
     w.max_req_len = min(mc.context_len - 1, r.max_token_pool_size - 1)
     w.max_req_input_len = w.max_req_len - 5
 
-    s = sched_driver.scheduler_shell(server_args)
+    s = sched_shell.scheduler_shell(server_args)
     s.model_config = mc  # init_model_config (replacement 2)
     s.is_generation = True
     s.init_metrics(0, 0, None)

@@ -8,6 +8,13 @@ Run with a SGLang source tree and ``ci/cpu`` on PYTHONPATH::
 
     PYTHONPATH=<tree>/python:ci/cpu python bench/sched_driver.py --help
 
+One module per concern: this file is the event loop, the scheduler's construction and the
+command line; bench/sched_shell.py the Scheduler object without its constructor and the
+stand-ins for IPC and the model config; bench/kv_integrity.py the KV-content check;
+bench/observers.py the counting wrappers; bench/hicache_cpu.py HiCache's CPU substitutions;
+bench/costmodel.py the time model; bench/workloads.py the traces; bench/clairvoyant.py Belady's
+rule.
+
 What runs for real (SGLang code, unmodified)
 --------------------------------------------
 * ``Scheduler.get_next_batch_to_run`` -> ``get_new_batch_prefill`` ->
@@ -50,7 +57,7 @@ Replacements and stubs (each is the smallest piece that needs a model, a GPU, or
    and no forward; bumps ``forward_ct``, makes one deterministic next token per request
    (``workloads.synthetic_token``; the stop token at a request's target length when its
    max_new_tokens is larger) and sets ``batch.output_ids`` like the non-overlap path.
-   KV content (``_KVIntegrity``): the MLA pool's latent is 4 bf16 values, one 64-bit word
+   KV content (``KVIntegrity``): the MLA pool's latent is 4 bf16 values, one 64-bit word
    per slot; the forward writes into each slot it computes a hash of the request's tokens up
    to that position and, before every extend and decode, checks that every slot the request
    reads holds the hash its own tokens imply. A mismatch (a reused prefix served from the
@@ -157,7 +164,6 @@ from typing import Any, Dict, List, Optional, Tuple
 import sglang_cpu  # noqa: F401  (must precede every sglang import)
 import torch
 
-from sglang.srt.configs.model_config import ModelImpl
 from sglang.srt.disaggregation.utils import DisaggregationMode
 from sglang.srt.managers.schedule_batch import Req, ScheduleBatch
 from sglang.srt.managers.scheduler import Scheduler
@@ -171,88 +177,16 @@ from sglang.srt.mem_cache.memory_pool import MLATokenToKVPool, ReqToTokenPool
 from sglang.srt.mem_cache.radix_cache import RadixCache
 from sglang.srt.sampling.sampling_params import SamplingParams
 from sglang.srt.server_args import ServerArgs, set_global_server_args_for_scheduler
-from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 from sglang.srt.utils import require_mlp_sync
 
 import clairvoyant
 import costmodel
 import hicache_cpu
 import workloads
+from kv_integrity import KVIntegrity
+from observers import Counters, observe
+from sched_shell import NoGrammar, Sink, model_config_stub, noop, scheduler_shell
 from workloads import EOS_ID, VOCAB_SIZE, Request, Trace
-
-class _Sink:
-    """Stands in for the ZMQ senders; counts what would be sent."""
-
-    def __init__(self) -> None:
-        self.sent = 0
-
-    def send_output(self, *args: Any, **kwargs: Any) -> None:
-        self.sent += 1
-
-
-class _NoGrammar:
-    def has_waiting_grammars(self) -> bool:
-        return False
-
-
-def _noop(*args: Any, **kwargs: Any) -> None:
-    return None
-
-
-def _model_config(context_len: int) -> SimpleNamespace:
-    return SimpleNamespace(
-        vocab_size=VOCAB_SIZE,
-        context_len=context_len,
-        is_multimodal=False,
-        is_encoder_decoder=False,
-        is_matryoshka=False,
-        hidden_size=16,
-        hf_eos_token_id=None,
-        use_ngram_embedding=False,
-        _resolved_model_impl=ModelImpl.SGLANG,
-    )
-
-
-def scheduler_shell(server_args: ServerArgs) -> Scheduler:
-    """``object.__new__(Scheduler)`` and the "Parse args" block of ``Scheduler.__init__``
-    for a single rank (no TP/PP/DP), non-overlap, no speculative decoding."""
-    s: Scheduler = object.__new__(Scheduler)
-    s.is_initializing = True
-    s.server_args = server_args
-    s.tp_rank = s.moe_ep_rank = s.pp_rank = s.attn_cp_rank = s.moe_dp_rank = 0
-    s.attn_cp_size = server_args.attn_cp_size
-    s.moe_dp_size = server_args.moe_dp_size
-    s.dp_rank = None
-    s.tp_size = server_args.tp_size
-    s.moe_ep_size = server_args.ep_size
-    s.pp_size = server_args.pp_size
-    s.dp_size = server_args.dp_size
-    s.schedule_policy = server_args.schedule_policy
-    s.enable_priority_scheduling = server_args.enable_priority_scheduling
-    s.abort_on_priority_when_disabled = server_args.abort_on_priority_when_disabled
-    s.schedule_low_priority_values_first = (
-        server_args.schedule_low_priority_values_first
-    )
-    s.priority_scheduling_preemption_threshold = (
-        server_args.priority_scheduling_preemption_threshold
-    )
-    s.enable_lora = server_args.enable_lora
-    s.enable_lora_overlap_loading = server_args.enable_lora_overlap_loading
-    s.enable_overlap = False
-    s.enable_pdmux = False
-    s.skip_tokenizer_init = True
-    s.stream_interval = server_args.stream_interval
-    s.spec_algorithm = SpeculativeAlgorithm.from_string(None)
-    s.gpu_id = 0
-    s.page_size = server_args.page_size
-    s.enable_hierarchical_cache = server_args.enable_hierarchical_cache
-    s.enable_hicache_storage = server_args.hicache_storage_backend is not None
-    s.enable_hisparse = server_args.enable_hisparse
-    s.hisparse_coordinator = None
-    s.attn_tp_rank, s.attn_tp_size, s.attn_dp_rank = 0, 1, 0
-    s.enable_kv_cache_events = False
-    return s
-
 
 def _build_scheduler(
     args: argparse.Namespace, context_len: int, pool_tokens: int,
@@ -278,13 +212,13 @@ def _build_scheduler(
     s = scheduler_shell(server_args)
 
     # -- init_model_config (replacement 2) --
-    s.model_config = _model_config(context_len)
+    s.model_config = model_config_stub(context_len)
     s.is_generation = True
     s.init_metrics(0, 0, None)
 
     # -- init_ipc_channels (replacement 5) / init_tokenizer --
-    s.send_to_tokenizer = _Sink()
-    s.send_to_detokenizer = _Sink()
+    s.send_to_tokenizer = Sink()
+    s.send_to_detokenizer = Sink()
     s.tokenizer = None
     s._think_end_id = None
 
@@ -318,7 +252,7 @@ def _build_scheduler(
         pool_tokens,
         page_size=s.page_size,
         dtype=torch.bfloat16,
-        kv_lora_rank=3,  # 3 + 1 bf16 values: one 64-bit word per slot (_KVIntegrity)
+        kv_lora_rank=3,  # 3 + 1 bf16 values: one 64-bit word per slot (KVIntegrity)
         qk_rope_head_dim=1,
         layer_num=1,
         device="cpu",
@@ -350,16 +284,16 @@ def _build_scheduler(
     s.future_map = None
     s.use_ngram_embedding = False
     s.init_deterministic_inference_config()
-    s.grammar_manager = _NoGrammar()  # replacement 6
+    s.grammar_manager = NoGrammar()  # replacement 6
     s.idle_sleeper = None  # no --sleep-on-idle
 
     # -- replacements 3 and 4 --
-    s.bench_kv_integrity = integrity = _KVIntegrity(s, targets)
+    s.bench_kv_integrity = integrity = KVIntegrity(s, targets)
     s.run_batch = lambda batch: _synthetic_run_batch(s, batch, targets, integrity)
-    s.stream_output = _noop
-    s.report_prefill_stats = _noop
-    s.report_decode_stats = _noop
-    s.log_batch_result_stats = _noop
+    s.stream_output = noop
+    s.report_prefill_stats = noop
+    s.report_decode_stats = noop
+    s.log_batch_result_stats = noop
     s.is_initializing = False
     return s
 
@@ -423,88 +357,9 @@ def _init_hicache(s: Scheduler, args: argparse.Namespace) -> None:
 # ---- end HiCache block ------------------------------------------------------------------------
 
 
-class KVIntegrityError(AssertionError):
-    """A request read a KV slot that does not hold what its tokens imply."""
-
-
-class _KVIntegrity:
-    """The model-free forward's KV: what it writes into each slot, and the check of what it reads.
-
-    The value of the KV at position i of a request is a 62-bit hash of its tokens 0..i (input,
-    then output), so two requests that share a prefix expect the same values there and nothing
-    else matches. Before each extend and decode the forward checks that every slot the request
-    reads (req_to_token for positions below the ones it computes) holds the expected value, then
-    writes the values of the positions it computes into their slots. The value lives in the MLA
-    pool's own buffer (the latent of 4 bf16 values is one 64-bit word), so whatever moves KV
-    (host copies and their load-back) moves it too. A mismatch raises KVIntegrityError.
-    """
-
-    MASK = (1 << 62) - 1
-
-    def __init__(self, s: Scheduler, targets: Dict[str, Tuple[int, int]]) -> None:
-        kvcache = s.token_to_kv_pool_allocator.get_kvcache()
-        self.words = kvcache.kv_buffer[0].view(torch.int64).view(-1)
-        self.req_to_token = s.req_to_token_pool.req_to_token
-        self.targets = targets
-        self.expected: Dict[str, torch.Tensor] = {}
-        self.checked_tokens = 0
-
-    def _values(self, req: Req) -> torch.Tensor:
-        vals = self.expected.get(req.rid)
-        if vals is None:
-            out_len, max_new = self.targets[req.rid]
-            tokens = list(req.origin_input_ids)
-            tokens += workloads.synthetic_output(req.rid, out_len, max_new)
-            h, hashes = 0, []
-            for t in tokens:
-                h = (h * 1099511628211 + t + 1) & self.MASK
-                hashes.append(h)
-            vals = self.expected[req.rid] = torch.tensor(hashes, dtype=torch.int64)
-        return vals
-
-    def forward(self, batch: ScheduleBatch) -> None:
-        """Check every slot the batch reads, then write the slots it computes: one gather, one
-        comparison and one scatter for the whole batch (per request only slice views)."""
-        if batch.forward_mode.is_extend():
-            spans = list(zip(batch.reqs, batch.prefix_lens, batch.extend_lens))
-        else:  # decode: the last output token's KV is computed, the rest is read
-            spans = [(r, int(n) - 1, 1) for r, n in zip(batch.reqs, batch.seq_lens_cpu)]
-        if not spans:
-            return
-        rows = self.req_to_token
-        read_slots, read_vals, new_slots, new_vals = [], [], [], []
-        for req, read, new in spans:
-            vals = self._values(req)
-            row = rows[req.req_pool_idx]
-            read_slots.append(row[:read])
-            read_vals.append(vals[:read])
-            new_slots.append(row[read : read + new])
-            new_vals.append(vals[read : read + new])
-        slots = torch.cat(read_slots).to(torch.int64)
-        expected = torch.cat(read_vals)
-        held = self.words[slots]
-        if not torch.equal(held, expected):
-            self._raise(batch, spans, held, expected, slots)
-        self.words[torch.cat(new_slots).to(torch.int64)] = torch.cat(new_vals)
-        self.checked_tokens += int(slots.numel())
-
-    def _raise(self, batch: ScheduleBatch, spans: List[Tuple[Req, int, int]],
-               held: torch.Tensor, expected: torch.Tensor, slots: torch.Tensor) -> None:
-        first = int((held != expected).nonzero()[0])
-        for req, read, _ in spans:
-            if first < read:
-                raise KVIntegrityError(
-                    f"request {req.rid} reads slot {int(slots[first])} at position {first} of "
-                    f"{read} ({batch.forward_mode.name}, prefix {len(req.prefix_indices)}): "
-                    f"it holds the KV of other tokens"
-                )
-            first -= read
-        raise AssertionError("unreachable: a mismatch outside every request's span")
-
-
 def _synthetic_run_batch(
     s: Scheduler, batch: ScheduleBatch, targets: Dict[str, Tuple[int, int]],
-    integrity: _KVIntegrity,
+    integrity: KVIntegrity,
 ) -> GenerationBatchResult:
     """run_batch without get_model_worker_batch and forward (replacement 3)."""
     s.forward_ct += 1
@@ -520,125 +375,6 @@ def _synthetic_run_batch(
     next_token_ids = torch.tensor(toks, dtype=torch.int64)
     batch.output_ids = next_token_ids
     return GenerationBatchResult(next_token_ids=next_token_ids)
-
-
-class _Counters:
-    def __init__(self) -> None:
-        self.evict_calls = 0
-        self.evict_requested = 0
-        self.evicted = 0
-        self.needed = 0
-        self.pending: Optional[Tuple[int, int]] = None  # (free before eviction, evicted)
-        self.alloc_failures = 0
-        self.retract_events = 0
-        self.retracted_kv = 0  # tokens of KV the retracted requests held when retracted
-        self.retracted: List[Req] = []  # retracted since the driver last looked
-        self.offloaded = 0  # tokens copied to host memory at retraction
-        self.restored = 0  # tokens loaded back from host memory at re-admission
-        self.tail_lost_insert = 0
-        self.match_tail: Dict[str, int] = {}
-
-
-def _lcp(a: List[int], b: List[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def _observe(s: Scheduler, c: _Counters) -> None:
-    """Replacement 9: wrappers that count and pass everything through unchanged."""
-    tree, alloc, page = s.tree_cache, s.token_to_kv_pool_allocator, s.page_size
-    tree_evict = tree.evict
-
-    def evict(params: Any) -> Any:
-        free_before = alloc.available_size()
-        res = tree_evict(params)
-        c.evict_calls += 1
-        c.evict_requested += params.num_tokens
-        c.evicted += res.num_tokens_evicted
-        c.pending = (free_before, res.num_tokens_evicted)
-        return res
-
-    tree.evict = evict
-
-    def wrap_alloc(name: str) -> None:
-        orig = getattr(alloc, name)
-
-        def wrapped(*a: Any, **kw: Any) -> Any:
-            before = alloc.available_size()
-            out = orig(*a, **kw)
-            if out is None:
-                c.alloc_failures += 1
-            if c.pending is not None:
-                free_at_evict, evicted = c.pending
-                c.pending = None
-                consumed = before - alloc.available_size() if out is not None else 0
-                c.needed += min(evicted, max(0, consumed - free_at_evict))
-            return out
-
-        setattr(alloc, name, wrapped)
-
-    for name in ("alloc", "alloc_extend", "alloc_decode"):
-        if hasattr(alloc, name):
-            wrap_alloc(name)
-
-    # Host copies of retracted KV (--server-arg retract_offload_gb), in tokens.
-    for name, attr in (("get_cpu_copy", "offloaded"), ("load_cpu_copy", "restored")):
-        if hasattr(alloc, name):
-            def copied(*a: Any, _orig: Any = getattr(alloc, name), _attr: str = attr) -> Any:
-                setattr(c, _attr, getattr(c, _attr) + len(a[-1]))
-                return _orig(*a)
-
-            setattr(alloc, name, copied)
-
-    orig_finished = tree.cache_finished_req
-
-    def cache_finished_req(req: Req, *a: Any, **kw: Any) -> Any:
-        is_insert = kw.get("is_insert", a[0] if a else True)
-        if is_insert and page > 1 and req.finished():
-            c.tail_lost_insert += getattr(req, "kv_committed_len", 0) % page
-        return orig_finished(req, *a, **kw)
-
-    tree.cache_finished_req = cache_finished_req
-
-    if page > 1:
-        orig_match = tree.match_prefix
-
-        def match_prefix(params: Any) -> Any:
-            res = orig_match(params)
-            req = getattr(params, "req", None)
-            if req is not None:
-                m = len(res.device_indices)
-                rest = params.key.token_ids[m:m + page]
-                best = 0
-                if rest:
-                    for child in res.last_device_node.children.values():
-                        if child.key is not None:
-                            best = max(best, _lcp(child.key.token_ids[:len(rest)], rest))
-                c.match_tail[req.rid] = best
-            return res
-
-        tree.match_prefix = match_prefix
-
-    orig_retract = getattr(
-        ScheduleBatch.retract_decode, "__wrapped__", ScheduleBatch.retract_decode
-    )
-
-    def retract_decode(self: ScheduleBatch, server_args: ServerArgs, *a: Any) -> Any:
-        held = {id(r): len(r.origin_input_ids) + len(r.output_ids) for r in self.reqs}
-        out = orig_retract(self, server_args, *a)
-        if out[0] or out[2]:
-            c.retract_events += 1
-        for r in out[0]:
-            c.retracted_kv += held[id(r)]
-            c.retracted.append(r)
-        return out
-
-    retract_decode.__wrapped__ = orig_retract  # type: ignore[attr-defined]
-    ScheduleBatch.retract_decode = retract_decode  # type: ignore[method-assign]
 
 
 def _percentile(sorted_vals: List[float], q: float) -> float:
@@ -666,8 +402,8 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
     targets: Dict[str, Tuple[int, int]] = {}  # rid -> (output_len, max_new_tokens)
     args.hicache_copy_s_per_token = dep.step_params(geom)["host_copy_s_per_token"]  # HiCache
     s = _build_scheduler(args, context_len, pool_tokens, targets)
-    c = _Counters()
-    _observe(s, c)
+    c = Counters()
+    observe(s, c)
     if args.eviction == "clairvoyant":
         clairvoyant.install(s, trace)
     if getattr(s.server_args, "retract_offload_gb", 0) > 0:

@@ -71,7 +71,7 @@ def test_hicache_runs_loads_back_and_leaks_nothing(tmp_path: Path, tree, policy)
 _SCRIPT = textwrap.dedent("""
     import sys, torch
     import sglang_cpu
-    import hicache_cpu, sched_driver
+    import hicache_cpu, kv_integrity, sched_driver
     from sglang.srt.mem_cache.memory_pool import MLATokenToKVPool
     from sglang.srt.mem_cache.memory_pool_host import MLATokenToKVPoolHost
 
@@ -101,7 +101,7 @@ _SCRIPT = textwrap.dedent("""
     hicache_cpu._TRANSFERS["transfer_kv_per_layer_mla"] = corrupt
     try:
         sched_driver.run_one(sys.argv[1:])
-    except sched_driver.KVIntegrityError as e:
+    except kv_integrity.KVIntegrityError as e:
         print("caught:", e)
         sys.exit(0)
     sys.exit("a corrupted load-back went unnoticed")
