@@ -38,21 +38,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from policies import path_start
+from workloads import lcp
+
 BINS = (0, 25, 50, 100, 200, 400, 800, 1600, 3200)
 
 
 def load(path: Path) -> List[Dict[str, Any]]:
     rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
     return [r for _, r in sorted(((r["timestamp"], i), r) for i, r in enumerate(rows))]
-
-
-def lcp(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def links(recs: List[Dict[str, Any]], min_blocks: int) -> Tuple[List[Optional[int]], List[int]]:
@@ -329,7 +323,7 @@ class Census:
         """The node's key from ``keep`` on is about to be freed."""
         if self.cv is None:
             self._setup()
-        start = path_start_of(node)
+        start = path_start(node)
         a, b = start + keep, start + len(node.key)
         for kind, r, d, t in self._split(node, a, b):
             self.evicted[kind][0] += r
@@ -354,7 +348,7 @@ class Census:
             stack.extend(n.children.values())
             if n.lock_ref:
                 continue
-            start = path_start_of(n)
+            start = path_start(n)
             for kind, r, d, _ in self._split(n, start, start + len(n.key)):
                 self.kept[kind][0] += r
                 self.kept[kind][1] += d
@@ -387,14 +381,6 @@ def depth_label(pos: int) -> str:
 def _bin_order(label: str) -> Tuple[int, str]:
     digits = "".join(ch if ch.isdigit() else " " for ch in label).split()
     return (int(digits[0]) if digits else 1 << 30, label)
-
-
-def path_start_of(node: Any) -> int:
-    n, total = node.parent, 0
-    while n is not None:
-        total += len(n.key) if n.key is not None else 0
-        n = n.parent
-    return total
 
 
 CENSUS: List[Census] = []

@@ -9,6 +9,8 @@ from sglang.srt.managers.schedule_batch import Req, ScheduleBatch
 from sglang.srt.managers.scheduler import Scheduler
 from sglang.srt.server_args import ServerArgs
 
+from workloads import lcp
+
 
 class Counters:
     def __init__(self) -> None:
@@ -25,15 +27,6 @@ class Counters:
         self.restored = 0  # tokens loaded back from host memory at re-admission
         self.tail_lost_insert = 0
         self.match_tail: Dict[str, int] = {}
-
-
-def lcp(a: List[int], b: List[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def observe(s: Scheduler, c: Counters) -> None:

@@ -20,7 +20,7 @@ import math
 import random
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 Param = Union[float, str]
 
@@ -65,6 +65,16 @@ class Trace:
         """Input + synthetic output of every request of the trace."""
         for r in self.all_requests or self.requests:
             yield r.input_ids + synthetic_output(r.rid, r.output_len, r.max_new_tokens)
+
+
+def lcp(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token (or block-hash) sequences."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def unique_prefix_tokens(seqs: Iterable[List[int]]) -> int:
