@@ -395,6 +395,42 @@ def _make_req(w: Request) -> Req:
     return req
 
 
+def _hicache_result(s: Scheduler, args: argparse.Namespace, hc: Any, now: float,
+                    busy: Any, geom: costmodel.Geometry, hc_pool_peak: int,
+                    hc_overlap_extra: float) -> Dict[str, Any]:
+    """HiCache's end of run: the idle loop acks the last copies once they finish; then what was
+    copied, how long the copy streams were busy, and what is left on the host."""
+    tc = s.tree_cache
+    cc = tc.cache_controller
+    hc.now = max(now, cc.write_stream.busy_until, cc.load_stream.busy_until)
+    drain_s = hc.now - now
+    if not busy():  # (not after --max-steps)
+        assert s.get_next_batch_to_run() is None
+        s.self_check_during_idle()
+    host = tc.token_to_kv_pool_host
+    return {
+        "write_policy": s.server_args.hicache_write_policy,
+        "io_backend": s.server_args.hicache_io_backend,
+        "mem_layout": s.server_args.hicache_mem_layout,
+        "ratio": s.server_args.hicache_ratio,
+        "keep_retracted": bool(args.hicache_keep_retracted),
+        "host_pool_tokens": host.size,
+        "host_written_tokens": hc.d2h_tokens,
+        "host_loaded_tokens": hc.h2d_tokens,
+        "host_pool_peak_tokens": hc_pool_peak,
+        "host_pool_peak_gb": hc_pool_peak * geom.kv_bytes_per_token / 1e9,
+        "write_stream_busy_s": hc.d2h_busy_s,
+        "load_stream_busy_s": hc.h2d_busy_s,
+        "blocked_s": hc.blocked_s,
+        "load_not_overlapped_s": hc_overlap_extra,
+        "drain_after_last_token_s": drain_s,
+        "end_host_slots_leaked": hicache_cpu.host_slots_leaked(tc),
+        "end_host_protected_nodes": hicache_cpu.host_protected_nodes(tc),
+        "end_ongoing_write_through": len(tc.ongoing_write_through),
+        "end_ongoing_load_back": len(tc.ongoing_load_back),
+    }
+
+
 def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
         geom: costmodel.Geometry, dep: costmodel.Deployment) -> Dict[str, Any]:
     known = trace.all_requests or trace.requests
@@ -583,37 +619,8 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
         if args.max_steps and step >= args.max_steps:
             break
 
-    hicache = None
-    if hc is not None:  # HiCache: the idle loop acks the last copies once they finish
-        tc = s.tree_cache
-        cc = tc.cache_controller
-        hc.now = max(now, cc.write_stream.busy_until, cc.load_stream.busy_until)
-        drain_s = hc.now - now
-        if not busy():  # (not after --max-steps)
-            assert s.get_next_batch_to_run() is None
-            s.self_check_during_idle()
-        host = tc.token_to_kv_pool_host
-        hicache = {
-            "write_policy": s.server_args.hicache_write_policy,
-            "io_backend": s.server_args.hicache_io_backend,
-            "mem_layout": s.server_args.hicache_mem_layout,
-            "ratio": s.server_args.hicache_ratio,
-            "keep_retracted": bool(args.hicache_keep_retracted),
-            "host_pool_tokens": host.size,
-            "host_written_tokens": hc.d2h_tokens,
-            "host_loaded_tokens": hc.h2d_tokens,
-            "host_pool_peak_tokens": hc_pool_peak,
-            "host_pool_peak_gb": hc_pool_peak * geom.kv_bytes_per_token / 1e9,
-            "write_stream_busy_s": hc.d2h_busy_s,
-            "load_stream_busy_s": hc.h2d_busy_s,
-            "blocked_s": hc.blocked_s,
-            "load_not_overlapped_s": hc_overlap_extra,
-            "drain_after_last_token_s": drain_s,
-            "end_host_slots_leaked": hicache_cpu.host_slots_leaked(tc),
-            "end_host_protected_nodes": hicache_cpu.host_protected_nodes(tc),
-            "end_ongoing_write_through": len(tc.ongoing_write_through),
-            "end_ongoing_load_back": len(tc.ongoing_load_back),
-        }
+    hicache = (None if hc is None else
+               _hicache_result(s, args, hc, now, busy, geom, hc_pool_peak, hc_overlap_extra))
     wall = time.perf_counter() - wall0
     finished = [r for r in all_reqs if r.finished()]
     input_tokens = sum(len(r.origin_input_ids) for r in all_reqs)
