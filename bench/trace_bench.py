@@ -394,9 +394,10 @@ def write_doc(doc: Path, img: Optional[Path], runs: List[Run], args: argparse.Na
         "",
         f"The *host* rows give the same scheduler a device pool {args.host_factor:g} x larger. "
         "That stands in for a host-memory tier (HiCache) with free, instant transfers: an "
-        "upper bound on what such a tier adds at this eviction order, not a model of HiCache, "
-        "which is not run here (its host pool needs CUDA; README, 'What the series is verified "
-        "on'). Running requests may use the larger pool too, which a host tier does not allow.",
+        "upper bound on what such a tier adds at this eviction order, not a model of HiCache "
+        "(SGLang's HiCache itself, with modelled copy times, is run on this trace by "
+        "bench/hicache_bench.py: docs/hicache.md). Running requests may use the larger pool "
+        "too, which a host tier does not allow.",
         "",
         "## What clairvoyant means here (bench/clairvoyant.py)",
         "",
