@@ -225,7 +225,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--ratios", default="2,4", help="hicache_ratio values for the trace cells")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "hicache.json")
-    p.add_argument("--doc", type=Path, default=ROOT / "docs" / "hicache.md")
+    p.add_argument("--doc", default=str(ROOT / "docs" / "hicache.md"),
+                   help="markdown file whose <!-- tables --> section is rewritten ('' for none)")
     p.add_argument("--render", action="store_true", help="run nothing: tables from --out")
     raw = sys.argv[1:] if argv is None else argv
     a = p.parse_args(raw)
@@ -251,7 +252,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     for f in failures:
         text += (f"\n\nFailed: {f['variant']} {f['scenario']} seed {f['seed']}: "
                  f"`{f['error'].strip().splitlines()[-1][:200]}`")
-    write_doc(a.doc, text)
+    if a.doc:
+        write_doc(Path(a.doc), text)
     print(text)
     return 0
 
