@@ -5,15 +5,16 @@ matter), and these formulas turn what it scheduled into bytes, FLOPs and modelle
 Every parameter is a documented assumption or a public figure (SOURCES, and the comments next to
 each constant); docs/benchmarks.md prints them (bench/run.py).
 
-Two step-time interfaces:
-  * ``Deployment.step_params`` (per-token rates) and ``Geometry.prefill_flops`` (multi-head
-    attention FLOPs of one request's extend): what bench/sched_driver.py calls today. A prefill
-    step takes its FLOPs / effective FLOP/s; a decode step a + b * batch + c * KV tokens.
-  * ``StepModel`` (``Deployment.step_model``): the batch-level model. An extend batch takes
+What bench/sched_driver.py uses:
+  * ``StepModel`` (``Deployment.step_model``), per step, for modelled time: an extend batch takes
     max(floor, FLOPs / effective FLOP/s), where the floor is the weight read of the decode step
     plus the launch overhead of an eager forward, and its attention FLOPs follow the MLA path
-    SGLang v0.5.10 dispatches the batch to (``mla_path``). It needs the whole batch, so the
-    driver has to call it per step (``StepModel.extend`` / ``StepModel.decode_s``).
+    SGLang v0.5.10 dispatches the batch to (``mla_path``); a decode step takes
+    a + b * batch + c * KV tokens (``StepModel.extend`` / ``StepModel.decode_s``).
+  * ``Geometry.prefill_flops`` (multi-head-form FLOPs of one request's extend): the reported
+    prefill-FLOPs metric, a work measure independent of the attention path.
+  * ``Deployment.step_params``: the per-token rates StepModel is built from, and the host-copy
+    time per token.
 
 File:line references are to the pinned source under python/sglang/srt/ (build/work/pristine);
 attention_backend_handler.py lives in models/deepseek_common/, forward_mha.py in

@@ -787,8 +787,11 @@ METHOD = """\
   is the ceiling for that page size (3 seeds).
 - **Prefill FLOPs** (the metric; `costmodel.Geometry.prefill_flops`): a token at position p
   costs 2 x N_active + 2 x layers x (p + 1) x heads x (qk_head_dim + v_head_dim), the
-  multi-head form, the same for both variants. Computed = over every extend chunk the
-  scheduler ran; no-cache = every request's whole prompt once; saved = no-cache - computed.
+  multi-head form, the same for both variants: a work measure independent of the attention
+  path. The modelled *time* of an extend uses the path-aware FLOPs of `costmodel.StepModel`
+  instead (absorbed MLA or MHA, as v0.5.10 dispatches the batch). Computed = over every extend
+  chunk the scheduler ran; no-cache = every request's whole prompt once; saved = no-cache -
+  computed.
 - **Evicted vs needed.** For each `RadixCache.evict` call, *needed* is the part of the
   allocation that follows it (`alloc` / `alloc_extend` / `alloc_decode`) that the free pool
   before the eviction could not cover; over-evicted = evicted - needed.
