@@ -172,7 +172,7 @@ class Deployment:
     compute_efficiency: float  # achieved / peak FLOP/s, prefill and decode GEMMs
     bandwidth_efficiency: float  # achieved / peak HBM bandwidth, decode
     host_link_bandwidth: float  # bytes/s per GPU per direction, GPU <-> host memory
-    host_link_efficiency: float  # achieved / peak, for the pools' blocking pageable copies
+    host_link_efficiency: float  # achieved / peak for KV copies to and from host memory
     attention_backend: str  # SGLang's default for this hardware, or an explicit opt-in
     page_size: int  # what SGLang uses with that backend
     chunked_prefill_size: int  # SGLang's default for this GPU's memory (server_args.py:1196-1222)
@@ -229,8 +229,8 @@ class Deployment:
             # prefill step = FLOPs / effective FLOP/s (StepModel adds the floor and the paths)
             "prefill_flops_per_s": flops,
             "prefill_tokens_per_s_at_2k": 2048 * flops / g.prefill_flops(0, 2048),
-            # KV copied to or from host memory (retraction offload): every rank copies its
-            # own full latent, in parallel with the others, and the scheduler waits for it
+            # KV copied to or from HiCache's host pool: every rank copies its own full
+            # latent, in parallel with the others
             "host_copy_s_per_token": g.kv_bytes_per_token
             / (self.host_link_bandwidth * self.host_link_efficiency),
         }

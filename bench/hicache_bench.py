@@ -10,12 +10,8 @@ Variants (tree, then driver flags):
   pristine+wt       the pin, --hicache write_through (the pin's default policy)
   patched+wt        the series, --hicache write_through
   patched+wb        the series, --hicache write_back
-  patched+wt+keep   the series, write_through, --hicache-keep-retracted (experiment: 0007's
-                    retraction insert for HiRadixCache too)
-  patched+wb+keep   the series, write_back, --hicache-keep-retracted
-  patched+0009      the series, RadixCache, --server-arg retract_offload_gb=64 (0009)
-  proto+wt, proto+wb  --proto's tree (the series + the HiCache retraction prototype, branch
-                    hicache-retract), write_through / write_back
+  proto+wt, proto+wb  --proto's tree (a prototype on top of the series), write_through /
+                    write_back
 Cells: r1 (bench/retraction.py's R1 arguments) at page 64 with all requests at t=0 and Poisson
 0.7 / 1.0 req/s, and page 1 at 0.7 req/s; the trace (`--trace`) at page 64 with the
 deployment's device pool, HiCache host pool --ratios x the device pool (hicache_ratio).
@@ -28,6 +24,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import json
+import math
 import platform
 import sys
 import threading
@@ -38,7 +35,7 @@ from typing import Any, Dict, List, Optional, Tuple
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 import run as bench_run  # noqa: E402
-from retraction import R1, fmt_ratio, gmean_ratio  # noqa: E402
+from retraction import R1  # noqa: E402
 
 Result = Dict[str, Any]
 
@@ -47,13 +44,10 @@ VARIANTS: Dict[str, Tuple[str, List[str]]] = {
     "pristine+wt": ("pristine", ["--hicache", "write_through"]),
     "patched+wt": ("patched", ["--hicache", "write_through"]),
     "patched+wb": ("patched", ["--hicache", "write_back"]),
-    "patched+wt+keep": ("patched", ["--hicache", "write_through", "--hicache-keep-retracted"]),
-    "patched+wb+keep": ("patched", ["--hicache", "write_back", "--hicache-keep-retracted"]),
-    "patched+0009": ("patched", ["--server-arg", "retract_offload_gb=64"]),
     "proto+wt": ("proto", ["--hicache", "write_through"]),
     "proto+wb": ("proto", ["--hicache", "write_back"]),
 }
-DEFAULT_R1 = "pristine;pristine+wt;patched+wt;patched+wb;patched+wt+keep;patched+0009"
+DEFAULT_R1 = "pristine;pristine+wt;patched+wt;patched+wb"
 DEFAULT_TRACE = "pristine;pristine+wt;patched+wt;patched+wb"
 
 COLUMNS: List[Tuple[str, str, str]] = [  # key (hicache.<k> for the HiCache block), column, format
@@ -70,6 +64,20 @@ COLUMNS: List[Tuple[str, str, str]] = [  # key (hicache.<k> for the HiCache bloc
     ("hicache.load_not_overlapped_s", "load not hidden s", ".3f"),
     ("modelled_makespan_s", "run s", ".0f"),
 ]
+
+
+def gmean_ratio(pairs: List[Tuple[float, float]]) -> Optional[Tuple[float, float, float]]:
+    """Geometric mean, min and max of b / a over the pairs; None if any side is 0."""
+    rs = [b / a for a, b in pairs if a > 0 and b > 0]
+    if not rs or len(rs) != len(pairs):
+        return None
+    return math.exp(sum(math.log(x) for x in rs) / len(rs)), min(rs), max(rs)
+
+
+def fmt_ratio(g: Optional[Tuple[float, float, float]], pairs: List[Tuple[float, float]]) -> str:
+    if g is None:
+        return "0 -> 0" if all(a == 0 and b == 0 for a, b in pairs) else "n/a (zero)"
+    return f"x{g[0]:.3f} [{g[1]:.2f}, {g[2]:.2f}]"
 
 
 def value(r: Result, key: str) -> float:

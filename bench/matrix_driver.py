@@ -48,7 +48,9 @@ What runs for real (SGLang code, unmodified)
   ``check_tree_cache`` checks only those two trees, and ``check_memory`` counts a locked
   RadixCache node as protected, so a harness-level end check follows: every lock released
   (``protected_size``, or ``full_`` / ``swa_`` / ``mamba_protected_size``, is 0), every
-  request slot free, nothing left queued (phase ``end_check``). ``--inject`` shows both live.
+  request slot free, nothing left queued, and in ``hiradix`` cells no host slot held by no
+  tree node and no host copy left protected (phase ``end_check``). ``--inject`` shows both
+  live.
 
 Replaced or stubbed (each needs a model, a GPU or IPC), and observation only
 ------------------------------------------------------------------------------
@@ -624,6 +626,12 @@ def _end_check(s: Scheduler, cfg: Config) -> List[str]:
     for k, v in locked.items():
         if v != 0:
             problems.append(f"{k} protected size {v} after every request finished (lock held)")
+    if cfg.cache == "hiradix":  # host copies: none held by no node, none left protected
+        for what, n in (("host slots held by no tree node", hicache_cpu.host_slots_leaked(tree)),
+                        ("tree nodes with a protected host copy",
+                         hicache_cpu.host_protected_nodes(tree))):
+            if n:
+                problems.append(f"{n} {what} after every request finished")
     pool = s.req_to_token_pool
     if pool.available_size() != pool.size:
         problems.append(f"req_to_token_pool: {pool.available_size()} of {pool.size} slots free")
@@ -652,6 +660,14 @@ def _inject(s: Scheduler, what: str) -> None:
         if node is None:
             raise RuntimeError("--inject lock: the tree is empty")
         s.tree_cache.inc_lock_ref(node)
+    elif what == "protect":  # a host copy whose protection is never released (HiCache)
+        root = getattr(s.tree_cache, "root_node", None)
+        stack = list(root.children.values()) if root is not None else []
+        while stack and not getattr(stack[-1], "backuped", False):
+            stack.extend(stack.pop().children.values())
+        if not stack:
+            raise RuntimeError("--inject protect: no node with a host copy")
+        stack[-1].protect_host()
     else:
         raise ValueError(f"unknown --inject {what!r}")
 
@@ -828,7 +844,7 @@ def parser() -> argparse.ArgumentParser:
                         "of bench/matrix.py); isolations: "
                         + "; ".join(f"{k}: {v}" for k, v in ISOLATIONS.items()))
     p.add_argument("--out", required=True, help="write the JSON results here")
-    p.add_argument("--inject", choices=["leak", "lock"], default="",
+    p.add_argument("--inject", choices=["leak", "lock", "protect"], default="",
                    help="after the last step, before the final idle and end checks, leak a KV "
                         "page (leak) or lock a tree node without releasing it (lock), to show "
                         "that the checks catch it")

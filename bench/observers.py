@@ -23,8 +23,6 @@ class Counters:
         self.retract_events = 0
         self.retracted_kv = 0  # tokens of KV the retracted requests held when retracted
         self.retracted: List[Req] = []  # retracted since the driver last looked
-        self.offloaded = 0  # tokens copied to host memory at retraction
-        self.restored = 0  # tokens loaded back from host memory at re-admission
         self.tail_lost_insert = 0
         self.match_tail: Dict[str, int] = {}
 
@@ -65,15 +63,6 @@ def observe(s: Scheduler, c: Counters) -> None:
     for name in ("alloc", "alloc_extend", "alloc_decode"):
         if hasattr(alloc, name):
             wrap_alloc(name)
-
-    # Host copies of retracted KV (--server-arg retract_offload_gb), in tokens.
-    for name, attr in (("get_cpu_copy", "offloaded"), ("load_cpu_copy", "restored")):
-        if hasattr(alloc, name):
-            def copied(*a: Any, _orig: Any = getattr(alloc, name), _attr: str = attr) -> Any:
-                setattr(c, _attr, getattr(c, _attr) + len(a[-1]))
-                return _orig(*a)
-
-            setattr(alloc, name, copied)
 
     orig_finished = tree.cache_finished_req
 

@@ -1,15 +1,22 @@
-"""Retraction under long outputs, over several seeds and arrival rates (`make bench-retraction`).
+"""Retraction under long outputs, with HiCache, over seeds and arrival rates (`make bench-retraction`).
 
 Runs bench/sched_driver.py on the r1 workload (DeepSeek-R1-like: 8 shared 2048-token system
-prompts, 2-4K-token outputs, max_new_tokens 4096) with a pool small enough to retract, for
-each variant, seed and arrival rate, plus:
-  - the reservation trade-off: SGLang's own floor on the decode reservation
-    (SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR, default 0.14) swept for the first and last variant;
-  - short outputs (gsp: 256-token outputs), which must not change;
-  - with a host-offload variant, one r1 cell with a host budget small enough to bind.
-Every variant sees the same traces (same seeds). Ratios are paired: variant / pristine on the
-same seed, then the geometric mean over seeds, with the smallest and largest seed ratio.
-Writes bench/out/retraction.json, docs/retraction.md and docs/img/retraction-tradeoff.png.
+prompts, 2-4K-token outputs, max_new_tokens 4096) with a device pool small enough to retract,
+for each variant, seed and cell:
+  - with HiCache (the host tier, write-through, host pool 2 x the device pool: SGLang's
+    defaults): r1 at pages 64 and 1, all requests at t=0 and Poisson 0.7 / 1.0 req/s, against
+    the pin with the same HiCache (`--variants`; the first is the baseline);
+  - without HiCache: r1 at 1.0 req/s, pages 64 and 1, against the pin (`--plain-variants`);
+  - short outputs (gsp, 256-token outputs) and multi-turn chat, with HiCache, which must not
+    change;
+  - optionally (`--floors`) SGLang's own floor on the decode reservation
+    (SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR, default 0.14) swept for the first and last variant.
+A variant is `TREE[+POLICY][:KEY=VALUE,...]`: TREE is pristine or pN (the series' first N
+patches), +wt / +wts / +wb turn HiCache on with write_through / write_through_selective /
+write_back, and KEY=VALUE are ServerArgs fields. Every variant sees the same traces (same
+seeds). Ratios are paired by seed: the geometric mean of variant / baseline and its 95 %
+Student-t interval (bench/run.py `paired`). Writes bench/out/retraction.json,
+docs/retraction.md and, with --floors, docs/img/retraction-tradeoff.png.
 """
 
 from __future__ import annotations
@@ -17,7 +24,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import json
-import math
 import platform
 import sys
 import threading
@@ -27,65 +33,87 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
+import costmodel  # noqa: E402
 import run as bench_run  # noqa: E402
 
 Result = Dict[str, Any]
 
 R1 = ["--workload", "r1", "--model", "v3", "--pressure", "0.15", "--max-running-requests", "128"]
-RATES = (0.0, 0.55, 0.7, 1.0)  # Poisson arrivals per modelled second; 0: all 256 at t=0
+CELLS = ((64, 0.0), (64, 0.7), (64, 1.0), (1, 0.0), (1, 0.7), (1, 1.0))  # (page, req/s); 0: t=0
+QUICK_CELLS = ((64, 0.0), (1, 0.7))
+PLAIN_RATE = 1.0  # the cells without HiCache
 FLOORS = (0.14, 0.2, 0.3, 0.5)  # SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR; 0.14 is SGLang's default
 TRADEOFF_RATE = 0.7
-OFFLOAD_GB = 64  # --retract-offload-gb of the offload variant: host GB per rank (8 x 64 per node)
-SMALL_OFFLOAD_GB = 2  # a budget that binds, for one extra scenario
+POLICIES = {"wt": "write_through", "wts": "write_through_selective", "wb": "write_back"}
+HOST_RATIO = 2.0  # --hicache-ratio: SGLang's default host pool, 2 x the device pool
+SHORT = ["--model", "v3", "--pressure", "0.3", "--max-running-requests", "128"]
+# The issue's targets for the series + HiCache against the pin + HiCache, per r1 cell.
+TARGETS = {"reprefilled_tokens": 0.05, "output_tokens_per_s": 0.98, "ttft_p99_s": 1.01}
 
-METRICS: List[Tuple[str, str, str]] = [  # key, column, format
-    ("retract_events", "retractions", ".1f"),
+METRICS: List[Tuple[str, str, str]] = [  # key (hicache.K: the HiCache block), column, format
+    ("retracted_requests", "retracted", ".1f"),
     ("reprefilled_tokens", "re-prefilled tokens", ",.0f"),
     ("stall_p99_s", "stall p99 s", ".1f"),
     ("output_tokens_per_s", "out tok/s", ",.1f"),
     ("ttft_p99_s", "TTFT p99 s", ".1f"),
+    ("token_hit_rate", "hit rate", ".3f"),
     ("modelled_prefill_s", "prefill s", ".1f"),
-    ("host_copy_s", "host copy s", ".2f"),
-    ("host_peak_gb", "host peak GB", ".1f"),
+    ("hicache.host_loaded_tokens", "host loaded tokens", ",.0f"),
+    ("hicache.blocked_s", "host wait s", ".2f"),
     ("modelled_makespan_s", "run s", ".0f"),
-    ("mean_running_requests", "mean running", ".1f"),
 ]
 
 
-def scenarios(variants: Sequence[str], seeds: int, quick: bool) -> List[Dict[str, Any]]:
-    """One entry per driver run: name (scenario), variant, seed, argv."""
+def parse_variant(spec: str) -> Tuple[str, List[str]]:
+    """`TREE[+POLICY][:KEY=VALUE,...]` -> (tree, driver arguments)."""
+    head, _, kvs = spec.partition(":")
+    tree, _, policy = head.partition("+")
+    argv: List[str] = []
+    if policy:
+        if policy not in POLICIES:
+            raise SystemExit(f"bench/retraction.py: variant {spec!r}: unknown HiCache policy "
+                             f"{policy!r} (one of {', '.join(POLICIES)})")
+        argv += ["--hicache", POLICIES[policy], "--hicache-ratio", f"{HOST_RATIO:g}"]
+    argv += [x for kv in kvs.split(",") if kv for x in ("--server-arg", kv)]
+    return tree, argv
+
+
+def value(r: Result, key: str) -> float:
+    if key.startswith("hicache."):
+        return float((r.get("hicache") or {}).get(key.split(".", 1)[1], 0.0))
+    return float(r[key])
+
+
+def scenarios(variants: Sequence[str], plain: Sequence[str], seeds: int, quick: bool,
+              floors: bool) -> List[Dict[str, Any]]:
+    """One entry per driver run: scenario, its baseline, variant, seed, argv."""
     out: List[Dict[str, Any]] = []
 
-    def add(name: str, args: List[str], vs: Sequence[str], workload: str = "r1") -> None:
+    def add(name: str, args: List[str], vs: Sequence[str], cost: float = 60.0) -> None:
         for v in vs:
             for seed in range(seeds):
-                out.append(dict(name=name, workload=workload, variant=v, seed=seed,
+                out.append(dict(scenario=name, baseline=vs[0], variant=v, seed=seed, cost=cost,
                                 argv=args + ["--seed", str(seed)]))
 
-    rates = (0.0, TRADEOFF_RATE) if quick else RATES
-    for rate in rates:
-        add(f"r1 page 64, rate {rate:g}", R1 + ["--page-size", "64", "--request-rate", str(rate)],
-            variants)
-    add(f"r1 page 1, rate {TRADEOFF_RATE:g}",
-        R1 + ["--page-size", "1", "--request-rate", str(TRADEOFF_RATE)], variants)
-    if not quick:
+    for page, rate in QUICK_CELLS if quick else CELLS:
+        add(f"r1 page {page}, rate {rate:g}, HiCache",
+            R1 + ["--page-size", str(page), "--request-rate", f"{rate:g}"], variants)
+    if plain and not quick:
+        for page in (64, 1):
+            add(f"r1 page {page}, rate {PLAIN_RATE:g}, no HiCache",
+                R1 + ["--page-size", str(page), "--request-rate", f"{PLAIN_RATE:g}"], plain)
+    if floors and not quick:
         for floor in FLOORS[1:]:
-            add(f"floor {floor:g}: r1 page 64, rate {TRADEOFF_RATE:g}",
-                R1 + ["--page-size", "64", "--request-rate", str(TRADEOFF_RATE),
+            add(f"floor {floor:g}: r1 page 64, rate {TRADEOFF_RATE:g}, HiCache",
+                R1 + ["--page-size", "64", "--request-rate", f"{TRADEOFF_RATE:g}",
                       "--env", f"SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR={floor}"],
                 (variants[0], variants[-1]))
-    offload = [v for v in variants if "retract_offload_gb=" in v]
-    if offload and not quick:
-        # A host budget smaller than the copies the 64 GB runs held at this rate (about 11 GB
-        # per rank at peak): requests beyond it are retracted without a copy.
-        tree = offload[0].partition(":")[0]
-        add(f"host budget {SMALL_OFFLOAD_GB:g} GB: r1 page 64, rate 1",
-            R1 + ["--page-size", "64", "--request-rate", "1.0"],
-            (variants[0], f"{tree}:retract_offload_gb={SMALL_OFFLOAD_GB:g}"))
+    short = list(variants[:2])  # the pin and the series, with HiCache
     for page in (64, 1):
-        add(f"gsp page {page}, rate 0 (short outputs)",
-            ["--workload", "gsp", "--model", "v3", "--pressure", "0.3", "--page-size", str(page),
-             "--max-running-requests", "128"], variants, workload="gsp")
+        add(f"gsp page {page}, rate 0, HiCache (short outputs)",
+            ["--workload", "gsp", "--page-size", str(page)] + SHORT, short, cost=8.0)
+    add("multiturn page 64, HiCache (chat)",
+        ["--workload", "multiturn", "--page-size", "64"] + SHORT, short, cost=12.0)
     return out
 
 
@@ -96,22 +124,28 @@ def execute(runs: List[Dict[str, Any]], pristine: Path, jobs: int) -> Tuple[List
         by_variant.setdefault(r["variant"], []).append((r, r["argv"]))
     work: List[bench_run.Job] = []
     for v, rs in by_variant.items():
-        tree, _, args = v.partition(":")
-        extra = [x for kv in args.split(",") if kv for x in ("--server-arg", kv)]
+        tree, extra = parse_variant(v)
         rs = [(r, argv + extra) for r, argv in rs]
-        work += bench_run.pack(v, bench_run.variant_path(tree, pristine, commits), rs, budget=90.0)
+        work += bench_run.pack(v, bench_run.variant_path(tree, pristine, commits), rs,
+                               budget=240.0)
     results: List[Result] = []
     lock = threading.Lock()
     total, t0 = len(runs), time.time()
 
     def on_result(r: Dict[str, Any], variant: str, res: Result) -> None:
-        res["scenario"], res["variant"], res["seed"] = r["name"], variant, r["seed"]
+        res.update(scenario=r["scenario"], baseline=r["baseline"], variant=variant,
+                   seed=r["seed"])
+        hc = res.get("hicache") or {}
         with lock:
             results.append(res)
-            print(f"[{len(results)}/{total} {time.time() - t0:.0f}s] {variant} {r['name']} "
-                  f"seed {r['seed']}: retracted {res['retract_events']}, re-prefilled "
+            print(f"[{len(results)}/{total} {time.time() - t0:.0f}s] {variant} {r['scenario']} "
+                  f"seed {r['seed']}: retracted {res['retracted_requests']}, re-prefilled "
                   f"{res['reprefilled_tokens']}, {res['output_tokens_per_s']:.1f} tok/s",
                   flush=True)
+            if hc and (hc["end_host_slots_leaked"] or hc["end_host_protected_nodes"]
+                       or hc["end_ongoing_write_through"] or hc["end_ongoing_load_back"]):
+                raise SystemExit(f"bench/retraction.py: {variant} {r['scenario']} seed "
+                                 f"{r['seed']} ended with host slots held: {hc}")
 
     with cf.ThreadPoolExecutor(max_workers=jobs) as ex:
         for f in [ex.submit(bench_run.run_job, j, on_result)
@@ -120,48 +154,73 @@ def execute(runs: List[Dict[str, Any]], pristine: Path, jobs: int) -> Tuple[List
     return results, time.time() - t0
 
 
-def gmean_ratio(pairs: List[Tuple[float, float]]) -> Optional[Tuple[float, float, float]]:
-    """Geometric mean, min and max of b / a over the pairs; None if any side is 0."""
-    rs = [b / a for a, b in pairs if a > 0 and b > 0]
-    if not rs or len(rs) != len(pairs):
-        return None
-    return math.exp(sum(math.log(x) for x in rs) / len(rs)), min(rs), max(rs)
+def cell(rows: Dict[Tuple[str, int], Result], seeds: List[int], v: str, base: str,
+         key: str, f: str) -> str:
+    vals = [value(rows[(v, s)], key) for s in seeds if (v, s) in rows]
+    text = format(sum(vals) / len(vals), f)
+    if v == base:
+        return text
+    pairs = [(value(rows[(base, s)], key), value(rows[(v, s)], key)) for s in seeds
+             if (v, s) in rows and (base, s) in rows]
+    p = bench_run.paired([a for a, _ in pairs], [b for _, b in pairs])
+    return f"{text} {bench_run.fmt_paired(p)}"
 
 
-def fmt_ratio(g: Optional[Tuple[float, float, float]], pairs: List[Tuple[float, float]]) -> str:
-    if g is None:
-        return "0 -> 0" if all(a == 0 and b == 0 for a, b in pairs) else "n/a (zero)"
-    return f"x{g[0]:.3f} [{g[1]:.2f}, {g[2]:.2f}]"
-
-
-def table(results: List[Result], scenario: str, baseline: str) -> str:
+def table(results: List[Result], scenario: str) -> str:
     rows = [r for r in results if r["scenario"] == scenario]
-    variants = sorted({r["variant"] for r in rows}, key=lambda v: (v != baseline, v))
+    base = rows[0]["baseline"]
+    variants = sorted({r["variant"] for r in rows}, key=lambda v: (v != base, v))
     seeds = sorted({r["seed"] for r in rows})
     get = {(r["variant"], r["seed"]): r for r in rows}
-    head = "| variant | " + " | ".join(c for _, c, _ in METRICS) + " |"
-    lines = [head, "|" + " --- |" * (len(METRICS) + 1)]
+    metrics = [m for m in METRICS if not m[0].startswith("hicache.") or "HiCache" in scenario
+               and "no HiCache" not in scenario]
+    lines = ["| variant | " + " | ".join(c for _, c, _ in metrics) + " |",
+             "|" + " --- |" * (len(metrics) + 1)]
     for v in variants:
-        cells = []
-        for key, _, f in METRICS:
-            vals = [get[(v, s)][key] for s in seeds if (v, s) in get]
-            mean = sum(vals) / len(vals)
-            cell = format(mean, f)
-            if v != baseline:
-                pairs = [(get[(baseline, s)][key], get[(v, s)][key]) for s in seeds
-                         if (v, s) in get and (baseline, s) in get]
-                cell += " " + fmt_ratio(gmean_ratio(pairs), pairs)
-            cells.append(cell)
-        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+        lines.append(f"| {v} | " + " | ".join(cell(get, seeds, v, base, k, f)
+                                               for k, _, f in metrics) + " |")
     return "\n".join(lines)
+
+
+def targets(results: List[Result], variant: str) -> Tuple[str, bool]:
+    """The issue's targets for `variant` against its scenario's baseline, per HiCache r1 cell:
+    re-prefilled tokens as a ratio of the means over seeds (a seed may retract nothing), output
+    tokens/s and TTFT p99 as paired geometric means with 95 % intervals."""
+    names = [n for n in dict.fromkeys(r["scenario"] for r in results)
+             if n.startswith("r1 page") and n.endswith(", HiCache")]
+    lines = ["| r1 cell | re-prefilled tokens (target x0.05 or less) | output tok/s (within 2 %) "
+             "| TTFT p99 (at most x1.01) | met |", "| --- | --- | --- | --- | --- |"]
+    ok_all = True
+    for n in names:
+        rows = [r for r in results if r["scenario"] == n]
+        base = rows[0]["baseline"]
+        get = {(r["variant"], r["seed"]): r for r in rows}
+        seeds = sorted(s for (v, s) in get if v == variant and (base, s) in get)
+        if not seeds:
+            continue
+        a = {k: [get[(base, s)][k] for s in seeds] for k in TARGETS}
+        b = {k: [get[(variant, s)][k] for s in seeds] for k in TARGETS}
+        re_a, re_b = sum(a["reprefilled_tokens"]), sum(b["reprefilled_tokens"])
+        re = re_b / re_a if re_a else None
+        tok = bench_run.paired(a["output_tokens_per_s"], b["output_tokens_per_s"])
+        ttft = bench_run.paired(a["ttft_p99_s"], b["ttft_p99_s"])
+        ok = ((re is None or re <= TARGETS["reprefilled_tokens"])
+              and tok.ratio is not None and tok.ratio >= TARGETS["output_tokens_per_s"]
+              and ttft.ratio is not None and ttft.ratio <= TARGETS["ttft_p99_s"])
+        ok_all &= ok
+        re_txt = (f"{re_a / len(seeds):,.0f} -> {re_b / len(seeds):,.0f} (x{re:.3f})"
+                  if re is not None else "0 -> 0")
+        lines.append(f"| {n.removesuffix(', HiCache')} | {re_txt} | {bench_run.fmt_paired(tok)} "
+                     f"| {bench_run.fmt_paired(ttft)} | {'yes' if ok else 'no'} |")
+    return "\n".join(lines), ok_all
 
 
 def tradeoff_points(results: List[Result], variant: str) -> List[Tuple[float, float, float, float]]:
     """(floor, mean out tok/s, mean re-prefilled tokens, mean stall p99) per floor."""
     pts = []
     for floor in FLOORS:
-        name = (f"r1 page 64, rate {TRADEOFF_RATE:g}" if floor == FLOORS[0]
-                else f"floor {floor:g}: r1 page 64, rate {TRADEOFF_RATE:g}")
+        name = (f"r1 page 64, rate {TRADEOFF_RATE:g}, HiCache" if floor == FLOORS[0]
+                else f"floor {floor:g}: r1 page 64, rate {TRADEOFF_RATE:g}, HiCache")
         rows = [r for r in results if r["scenario"] == name and r["variant"] == variant]
         if rows:
             n = len(rows)
@@ -193,7 +252,7 @@ def plot(results: List[Result], variants: Sequence[str], path: Path) -> Optional
         return None
     ax.set_xlabel("modelled output tokens/s (mean over seeds)")
     ax.set_ylabel("re-prefilled tokens (mean over seeds)")
-    ax.set_title(f"r1, page 64, Poisson {TRADEOFF_RATE:g} req/s: reservation floor sweep",
+    ax.set_title(f"r1, page 64, Poisson {TRADEOFF_RATE:g} req/s, HiCache: reservation floor",
                  fontsize=10)
     ax.legend()
     ax.grid(alpha=0.3)
@@ -206,42 +265,61 @@ def plot(results: List[Result], variants: Sequence[str], path: Path) -> Optional
 
 def write_doc(path: Path, results: List[Result], variants: Sequence[str], seeds: int,
               wall: float, cmd: str, img: Optional[Path]) -> None:
-    names: List[str] = []
-    for r in results:
-        if r["scenario"] not in names:
-            names.append(r["scenario"])
-    order = sorted(names, key=lambda n: (n.startswith("floor"), n.startswith("gsp"), n))
+    names = list(dict.fromkeys(r["scenario"] for r in results))
+    order = sorted(names, key=lambda n: (n.startswith("floor"), not n.startswith("r1"),
+                                         "no HiCache" in n, n))
+    geom, dep = costmodel.GEOMETRIES["v3"], costmodel.DEPLOYMENTS["v3-h200x8"]
+    host = [r["hicache"] for r in results if r.get("hicache")]
+    leaked = sum(h["end_host_slots_leaked"] + h["end_host_protected_nodes"] for h in host)
+    tgt, ok = targets(results, variants[1])
     parts = [
-        "# Retraction under long outputs: several seeds and arrival rates",
+        "# Retraction under long outputs, with HiCache: seeds and arrival rates",
         "",
-        f"Generated by `{cmd}` in {wall / 60:.1f} min on {platform.machine()} "
-        f"({platform.processor() or 'cpu'}), Python {platform.python_version()}; "
-        f"{seeds} seeds per cell; variants {', '.join(variants)} (pN: the series' first N "
-        "patches; `:KEY=VALUE`: a ServerArgs field set for that variant). Same traces for every "
-        "variant "
-        "(same seed). Times are modelled (bench/costmodel.py, DeepSeek-V3 on 8xH200), not "
-        "measured; see docs/benchmarks.md for the driver and the model.",
+        f"Generated by `{cmd}` in {wall / 60:.1f} min on {platform.machine()}, Python "
+        f"{platform.python_version()}, two driver processes at a time; {seeds} seeds per cell. "
+        "Same traces for every variant (same seed). Times are modelled (bench/costmodel.py, "
+        "DeepSeek-V3 on 8 x H200), not measured; see docs/benchmarks.md for the driver and the "
+        "model, and docs/hicache.md for HiCache on CPU.",
         "",
-        "Cells: mean over seeds; for a variant other than the first, `xG [lo, hi]` is the "
-        "geometric mean over seeds of (variant / pristine on the same seed) and the smallest and "
-        "largest seed ratio. `stall p99`: per request, the longest modelled wait between two of "
-        "its output tokens (a retracted request stalls until it is re-admitted and re-prefilled), "
-        "p99 over requests. `prefill s` / `run s`: modelled time spent in prefill batches / the "
-        "whole run. `host copy s`: modelled time of the blocking copies of retracted KV to and "
-        "from host memory (`retract_offload_gb`, host GB per rank; PCIe Gen5 at 16 GB/s "
-        "achieved, bench/costmodel.py), included in `run s`; `host peak GB`: the most host "
-        "memory those copies held at once, per rank. Rate 0: all 256 requests at t=0; otherwise "
-        "Poisson arrivals per modelled second (the unretracted r1 run sustains about 0.5 req/s).",
+        "Variants: `TREE[+POLICY][:KEY=VALUE,...]`; pN is the series' first N patches (p"
+        f"{len(bench_run.series_commits())} the whole series), `+wt` turns on HiCache "
+        "(`--enable-hierarchical-cache`, write-through, the pin's default policy) with a host "
+        f"pool of {HOST_RATIO:g} x the device pool (`--hicache-ratio`, the pin's default), "
+        "`:KEY=VALUE` sets a ServerArgs field. HiCache's host copies are timed on its own "
+        "write and load streams (bench/hicache_cpu.py) at "
+        f"{dep.host_link_bandwidth * dep.host_link_efficiency / 1e9:g} GB/s effective per GPU "
+        f"({geom.kv_bytes_per_token:,} bytes of MLA latent per token per rank; an assumption "
+        "until measured on a GPU), and host memory is the pool's preallocated size.",
         "",
-        "r1: " + " ".join(R1) + "; `floor F` sets SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR=F (the "
-        "decay floor of the decode reservation is 0.7 x F; SGLang's default F is 0.14).",
+        "Cells: mean over seeds; for a variant other than the table's first, the paired ratio "
+        "to it over seeds: `xG [lo, hi]` is the geometric mean of the per-seed ratios and its "
+        "95 % Student-t interval, `(every seed)` the same ratio at every seed, `(ratio of "
+        "means)` where a seed has 0 on one side. `stall p99`: per request, the longest "
+        "modelled wait between two of its output tokens, p99 over requests. `host loaded "
+        "tokens`: KV loaded back from the host pool; `host wait s`: modelled time the "
+        "scheduler waited on HiCache's events (for the series: the retracted request's "
+        "write-through, which 0009 waits for before evicting); `prefill s` / `run s`: modelled "
+        "time in prefill batches / the whole run. Rate 0: all 256 requests at t=0; otherwise "
+        "Poisson arrivals per modelled second (the unretracted r1 run sustains about 0.5 "
+        "req/s).",
+        "",
+        "r1: `" + " ".join(R1) + "`; gsp and multiturn: `" + " ".join(SHORT) + "`.",
+        "",
+        f"Host slots or protections left at the end of a HiCache run: {leaked} over "
+        f"{len(host)} runs.",
+        "",
+        f"## Targets: {variants[1]} against {variants[0]}",
+        "",
+        tgt,
+        "",
+        f"All met: {'yes' if ok else 'no'}.",
         "",
     ]
     for n in order:
-        parts += [f"## {n}", "", table(results, n, variants[0]), ""]
+        parts += [f"## {n}", "", table(results, n), ""]
     for v in (variants[0], variants[-1]):
         pts = tradeoff_points(results, v)
-        if pts:
+        if len(pts) > 1:
             parts += [f"### Reservation floor trade-off, {v} (rate {TRADEOFF_RATE:g})", "",
                       "| floor F | out tok/s | re-prefilled tokens | stall p99 s |",
                       "| --- | --- | --- | --- |"]
@@ -258,17 +336,17 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--pristine", type=Path, help="pristine tree's python/ folder (required to run)")
     p.add_argument("--variants", default=None,
-                   help="semicolon-separated; the first is the baseline, the last gets the floor "
-                        "sweep. A variant is pristine or pN (the series' first N patches), "
-                        "optionally followed by ':KEY=VALUE,...' ServerArgs fields. Default: "
-                        "pristine, the whole series, the whole series with "
-                        "--schedule-retracted-first, with both flags, with "
-                        f"--retract-offload-gb {OFFLOAD_GB}; a first variant with "
-                        "retract_offload_gb also gets a scenario with a budget of "
-                        f"{SMALL_OFFLOAD_GB} GB")
+                   help="semicolon-separated, with HiCache; the first is the baseline, the "
+                        "second is checked against the targets. Default: pristine+wt, the "
+                        "whole series +wt, and the same with schedule_retracted_first=true")
+    p.add_argument("--plain-variants", default=None,
+                   help="semicolon-separated, without HiCache ('' for none). Default: "
+                        "pristine, the whole series, the same with schedule_retracted_first")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--quick", action="store_true",
-                   help="rates 0 and 0.7 only, no floor sweep")
+                   help="two r1 cells only (page 64 at t=0, page 1 at 0.7 req/s)")
+    p.add_argument("--floors", action="store_true",
+                   help="also sweep the reservation floor for the first and last variant")
     p.add_argument("--jobs", type=int, default=2, help="driver processes at a time")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "retraction.json")
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "retraction.md")
@@ -276,28 +354,32 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="run nothing: rewrite the doc from --out's results")
     args = sys.argv[1:] if argv is None else argv
     a = p.parse_args(args)
+    tip = f"p{len(bench_run.series_commits())}"
     if a.variants is None:
-        tip = f"p{len(bench_run.series_commits())}"
-        a.variants = (f"pristine;{tip};{tip}:schedule_retracted_first=true;"
-                      f"{tip}:retract_offload_gb={OFFLOAD_GB:g},schedule_retracted_first=true;"
-                      f"{tip}:retract_offload_gb={OFFLOAD_GB:g}")
+        a.variants = f"pristine+wt;{tip}+wt;{tip}+wt:schedule_retracted_first=true"
+    if a.plain_variants is None:
+        a.plain_variants = f"pristine;{tip};{tip}:schedule_retracted_first=true"
     variants = [v for v in a.variants.split(";") if v]
+    plain = [v for v in a.plain_variants.split(";") if v]
     if len(variants) < 2:
         raise SystemExit("bench/retraction.py: --variants needs a baseline and at least one more")
+    for v in variants + plain:
+        parse_variant(v)
     if not a.render and a.pristine is None:
         p.error("--pristine is required unless --render")
     if a.render:
         saved = json.loads(a.out.read_text())
         results, wall, cmd = saved["results"], saved["wall_s"], saved["command"]
     else:
-        results, wall = execute(scenarios(variants, a.seeds, a.quick), a.pristine, a.jobs)
+        results, wall = execute(scenarios(variants, plain, a.seeds, a.quick, a.floors),
+                                a.pristine, a.jobs)
         extra = [x for i, x in enumerate(args)
                  if x != "--pristine" and (i == 0 or args[i - 1] != "--pristine")]
         cmd = "make bench-retraction" + (f" BENCH_ARGS='{' '.join(extra)}'" if extra else "")
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(dict(command=cmd, wall_s=wall, results=results), indent=1))
-    img = None if a.quick else plot(results, (variants[0], variants[-1]),
-                                    a.doc.parent / "img" / "retraction-tradeoff.png")
+    img = (plot(results, (variants[0], variants[-1]), a.doc.parent / "img" /
+                "retraction-tradeoff.png") if a.floors else None)
     write_doc(a.doc, results, variants, a.seeds, wall, cmd, img)
     print(a.doc.read_text())
     return 0

@@ -89,14 +89,10 @@ Replacements and stubs (each is the smallest piece that needs a model, a GPU, or
    eviction rule (the series changes only how much eviction frees).
 9. Observation only (results unchanged): ``tree_cache.evict``, ``tree_cache.match_prefix``,
    ``tree_cache.cache_finished_req``, the allocator's ``alloc`` / ``alloc_extend`` /
-   ``alloc_decode`` / ``get_cpu_copy`` / ``load_cpu_copy`` and
-   ``ScheduleBatch.retract_decode`` are wrapped to count tokens asked/evicted/needed,
-   page-rounding losses, retraction events and tokens copied to and from host memory.
-10. ``--server-arg retract_offload_gb=G`` is read as host GB per rank for the modelled
-   geometry and scaled to the tiny pool's bytes per token, so that the scheduler's budget
-   allows the same number of tokens.
-11. ``--eviction clairvoyant`` only: ``RadixCache.eviction_strategy`` is Belady's rule, which may split a leaf (bench/clairvoyant.py).
-12. ``--hicache POLICY`` only (enable_hierarchical_cache, hicache_write_policy=POLICY,
+   ``alloc_decode`` and ``ScheduleBatch.retract_decode`` are wrapped to count tokens
+   asked/evicted/needed, page-rounding losses and retraction events.
+10. ``--eviction clairvoyant`` only: ``RadixCache.eviction_strategy`` is Belady's rule, which may split a leaf (bench/clairvoyant.py).
+11. ``--hicache POLICY`` only (enable_hierarchical_cache, hicache_write_policy=POLICY,
    hicache_ratio=--hicache-ratio; other hicache_* through --server-arg):
    ``Scheduler.init_cache_with_memory_pool`` itself builds ``HiRadixCache`` (with its
    ``MLATokenToKVPoolHost`` and ``HiCacheController``) from a ``TpModelWorker``
@@ -105,8 +101,7 @@ Replacements and stubs (each is the smallest piece that needs a model, a GPU, or
    copies of the same slots; CUDA streams/events on a modelled clock; one gloo rank). Timing
    (modelled): a load-back overlaps the step's forward layer by layer, a write-through runs on
    its own stream (its ack waits for it), a wait on an event (write-back eviction) is added to
-   the step. ``--hicache-keep-retracted`` is an experiment, not a substitution: it makes
-   0007's ``keeps_retracted_kv()`` True for HiRadixCache.
+   the step.
 
 Metrics (JSON on stdout)
 ------------------------
@@ -119,11 +114,6 @@ readmitted_cached_tokens: of that, the prefix found in the radix cache at re-adm
 retraction_wait_mean_s: retraction to re-admission. stall_p99_s / stall_max_s: per request,
 the longest modelled wait between two of its output tokens (a retracted request stalls until
 it is re-admitted and re-prefilled); p99 and max over requests.
-offloaded_tokens / restored_tokens: KV copied to host memory at retraction and loaded back at
-re-admission (``--server-arg retract_offload_gb=G``, G in host GB per rank of the modelled
-geometry, rescaled to the tiny pool); a restored prefix counts as cached. host_copy_s: their
-modelled time (costmodel ``host_copy_s_per_token``), added to the step that made them;
-host_peak_gb: the most host memory the waiting requests' copies held at once, per rank.
 prefill_flops_*: costmodel.Geometry.prefill_flops over what was computed, and over every
 request's whole prompt once (no cache); saved = no-cache - computed.
 evict_*: calls to ``RadixCache.evict``, tokens asked, tokens freed. tokens_needed: for each
@@ -323,9 +313,6 @@ def _hicache_server_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
                 hicache_ratio=args.hicache_ratio)
 
 
-_KEEP_ORIG: Dict[str, Any] = {}
-
-
 def _init_hicache(s: Scheduler, args: argparse.Namespace) -> None:
     """Scheduler.init_cache_with_memory_pool itself builds the HiRadixCache, from a TpModelWorker
     (object.__new__) whose get_memory_pool returns the pools above."""
@@ -341,18 +328,6 @@ def _init_hicache(s: Scheduler, args: argparse.Namespace) -> None:
         token_to_kv_pool_allocator=s.token_to_kv_pool_allocator)
     s.tp_worker = w
     s.enable_metrics = False
-    from sglang.srt.mem_cache.hiradix_cache import HiRadixCache
-
-    # Experiment only (--hicache-keep-retracted, a tree with 0007): 0007's retraction insert
-    # for HiRadixCache too; restored for the next run of a --batch.
-    orig = HiRadixCache.__dict__.get("keeps_retracted_kv")
-    if args.hicache_keep_retracted:
-        if orig is None:
-            raise SystemExit("--hicache-keep-retracted needs a tree with 0007")
-        _KEEP_ORIG.setdefault("keeps_retracted_kv", orig)
-        HiRadixCache.keeps_retracted_kv = lambda self: True
-    elif "keeps_retracted_kv" in _KEEP_ORIG:
-        HiRadixCache.keeps_retracted_kv = _KEEP_ORIG["keeps_retracted_kv"]
     s.init_cache_with_memory_pool()
 # ---- end HiCache block ------------------------------------------------------------------------
 
@@ -413,7 +388,6 @@ def _hicache_result(s: Scheduler, args: argparse.Namespace, hc: Any, now: float,
         "io_backend": s.server_args.hicache_io_backend,
         "mem_layout": s.server_args.hicache_mem_layout,
         "ratio": s.server_args.hicache_ratio,
-        "keep_retracted": bool(args.hicache_keep_retracted),
         "host_pool_tokens": host.size,
         "host_written_tokens": hc.d2h_tokens,
         "host_loaded_tokens": hc.h2d_tokens,
@@ -442,14 +416,8 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
     observe(s, c)
     if args.eviction == "clairvoyant":
         clairvoyant.install(s, trace)
-    if getattr(s.server_args, "retract_offload_gb", 0) > 0:
-        # The budget is host GB per rank for the modelled geometry; scale it to the tiny pool's
-        # bytes per token so that it allows the same number of tokens.
-        tiny = s.token_to_kv_pool_allocator.get_kvcache().get_kv_bytes_per_token()
-        s.server_args.retract_offload_gb *= tiny / geom.kv_bytes_per_token
     allocator = s.token_to_kv_pool_allocator
     pool = allocator.available_size()  # usable capacity (whole pages for page_size > 1)
-    sp = dep.step_params(geom)
     step_model = dep.step_model(geom)  # per-step time: extend floor and MLA paths (costmodel)
     floor_steps = 0
 
@@ -461,8 +429,7 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
     arrival: Dict[str, float] = {}
     first_token: Dict[str, float] = {}
     finished_at: Dict[str, float] = {}
-    now = prefill_time = decode_time = host_copy_time = 0.0
-    host_peak = 0  # tokens held in host copies by waiting requests, peak
+    now = prefill_time = decode_time = 0.0
     hc: Optional[hicache_cpu.Clock] = getattr(s, "bench_hicache", None)  # HiCache block
     hc_overlap_extra = 0.0  # load-back time the forward could not hide
     hc_pool_peak = 0  # host pool slots in use, peak
@@ -509,17 +476,9 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
             all_reqs.append(req)
 
         t0 = time.process_time()
-        offloaded, restored = c.offloaded, c.restored
         if hc is not None:  # HiCache: the copy streams' clock starts the step at `now`
             hc.now, hc.step_load_s = now, 0.0
         batch = s.get_next_batch_to_run()
-        # Offload (in retract_decode) and restore (in the prefill adder) are blocking copies
-        # made while the scheduler builds this step's batch.
-        copy_s = (c.offloaded - offloaded + c.restored - restored) * sp["host_copy_s_per_token"]
-        host_copy_time += copy_s
-        if c.offloaded > offloaded:
-            host_peak = max(host_peak, sum(r.seqlen - 1 for r in s.waiting_queue
-                                           if hasattr(r, "kv_cache_cpu")))
         s.cur_batch = batch
         t1 = time.process_time()
         get_batch_cpu += t1 - t0
@@ -564,13 +523,12 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
                 fwd = max(dt + load / n, load + dt / n) if load > 0 else dt
                 hc_overlap_extra += fwd - dt
                 hc.now += fwd
-            dt += copy_s
             result = s.run_batch(batch)
             t2 = time.process_time()
             s.process_batch_result(batch, result)
             process_cpu += time.process_time() - t2
             if hc is not None:  # process_batch_result's inserts start writes (and may wait)
-                dt = hc.now - now + copy_s
+                dt = hc.now - now
             now += dt
             for req in c.retracted:
                 retracted_at[req.rid] = now
@@ -594,7 +552,6 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
             idle_checks += 1
             if hc is not None:
                 now = max(now, hc.now)
-            now += copy_s
             idle_steps += 1
             idle_run += 1
             if os.environ.get("SCHED_DRIVER_DEBUG"):
@@ -672,10 +629,6 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
         "retracted_kv_tokens": c.retracted_kv,
         "readmitted_cached_tokens": readmit_cached,
         "retraction_wait_mean_s": sum(waits) / max(1, len(waits)),
-        "offloaded_tokens": c.offloaded,
-        "restored_tokens": c.restored,
-        "host_copy_s": host_copy_time,
-        "host_peak_gb": host_peak * geom.kv_bytes_per_token / 1e9,
         "stall_p99_s": _percentile(sorted(worst_gap.values()), 99),
         "stall_max_s": max(worst_gap.values(), default=0.0),
         "mean_idle_free_tokens": mean_free,
@@ -808,9 +761,6 @@ def parser() -> argparse.ArgumentParser:
                         "through --server-arg")
     p.add_argument("--hicache-ratio", type=float, default=2.0,
                    help="host pool / device pool (hicache_ratio; the pin's default is 2.0)")
-    p.add_argument("--hicache-keep-retracted", action="store_true",
-                   help="experiment: make 0007 keep a retracted request's KV with HiRadixCache "
-                        "too (its keeps_retracted_kv() returns True); needs a tree with 0007")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=0, help="stop after N steps (0: run to completion)")
     p.add_argument("--batch", help="JSON file: a list of argument lists; runs each in this process "

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -114,21 +116,6 @@ def test_every_retracted_token_is_either_found_in_the_cache_or_prefilled_again(t
         assert run["retraction_wait_mean_s"] > 0
 
 
-def test_with_host_offload_a_readmitted_request_recomputes_only_its_last_token(tmp_path: Path):
-    # 64 GB per rank of V3 latents holds every retracted request of this small trace.
-    run = _driver(tmp_path, None, *SMALL_R1, "--server-arg", "retract_offload_gb=64")
-    assert run["finished_requests"] == run["config"]["num_requests"]
-    assert run["end_free_plus_evictable_eq_pool"] and run["end_req_slots_free"]
-    assert run["retracted_requests"] > 0
-    # Each retracted request copies all its KV (every token but the last sampled one) ...
-    assert run["offloaded_tokens"] == run["retracted_kv_tokens"] - run["retracted_requests"]
-    # ... and at re-admission finds it, on the device or in its copy: one token is prefilled.
-    assert run["readmitted_cached_tokens"] == run["offloaded_tokens"]
-    assert run["reprefilled_tokens"] == run["retracted_requests"]
-    assert 0 < run["restored_tokens"] <= run["offloaded_tokens"]
-    assert run["host_copy_s"] > 0 and run["host_peak_gb"] > 0
-
-
 def test_env_option_sets_sglang_variables_for_one_run_only(tmp_path: Path):
     # Two runs in one process (--batch): the first with a strict reservation floor, the second
     # without it must not inherit it.
@@ -151,12 +138,25 @@ def test_env_option_sets_sglang_variables_for_one_run_only(tmp_path: Path):
 
 def test_paired_ratio_is_the_geometric_mean_of_per_seed_ratios():
     sys.path.insert(0, str(ROOT / "bench"))
+    import hicache_bench
+
+    g, lo, hi = hicache_bench.gmean_ratio([(10.0, 20.0), (10.0, 5.0)])
+    assert (round(g, 9), lo, hi) == (1.0, 0.5, 2.0)
+    assert hicache_bench.gmean_ratio([(0.0, 0.0)]) is None
+    assert hicache_bench.fmt_ratio(None, [(0.0, 0.0)]) == "0 -> 0"
+
+
+def test_retraction_variants_name_a_tree_a_hicache_policy_and_server_args():
+    sys.path.insert(0, str(ROOT / "bench"))
     import retraction
 
-    g, lo, hi = retraction.gmean_ratio([(10.0, 20.0), (10.0, 5.0)])
-    assert (round(g, 9), lo, hi) == (1.0, 0.5, 2.0)
-    assert retraction.gmean_ratio([(0.0, 0.0)]) is None
-    assert retraction.fmt_ratio(None, [(0.0, 0.0)]) == "0 -> 0"
+    assert retraction.parse_variant("pristine") == ("pristine", [])
+    tree, argv = retraction.parse_variant("p9+wt:schedule_retracted_first=true")
+    assert tree == "p9"
+    assert argv[:2] == ["--hicache", "write_through"]
+    assert argv[-2:] == ["--server-arg", "schedule_retracted_first=true"]
+    with pytest.raises(SystemExit, match="unknown HiCache policy"):
+        retraction.parse_variant("p9+lru")
 
 
 _CORRUPT = r"""

@@ -119,6 +119,13 @@ def test_the_idle_and_end_checks_catch_a_leaked_page_and_a_held_lock(tmp_path: P
         assert "should not be locked when idle" in res["error"]["message"]
 
 
+def test_the_end_check_catches_a_host_copy_left_protected(tmp_path: Path):
+    (res,) = _driver(PRISTINE, tmp_path / "protect.json", "--inject", "protect",
+                     "--cell", "hiradix-mha-p1:startup")
+    assert res["error"] and res["error"]["phase"] == "end_check", res
+    assert "1 tree nodes with a protected host copy" in res["error"]["message"]
+
+
 def test_judge_flags_a_patched_only_exception_and_a_required_schedule_change():
     cfg = matrix.CONFIG_BY_NAME["radix-mha-p1"]
     ok = {"status": "ok", "error": None, "idle_checks": 3, "end_check_passed": True,

@@ -64,8 +64,30 @@ def test_hicache_runs_loads_back_and_leaks_nothing(tmp_path: Path, tree, policy)
     assert run["end_free_plus_evictable_eq_pool"] and run["end_req_slots_free"]
     if policy == "write_back":
         assert hc["blocked_s"] > 0  # eviction waits for its write-back
-    else:
+    elif tree is PRISTINE:
         assert hc["blocked_s"] == 0  # write-through runs on its own stream
+    else:  # the series waits for a retracted request's backup before evicting it (0009)
+        assert hc["blocked_s"] > 0
+
+
+def test_series_keeps_retracted_kv_on_the_host_until_readmission(tmp_path: Path):
+    pin = _driver(tmp_path, PRISTINE, "--hicache", "write_through")
+    series = _driver(tmp_path, None, "--hicache", "write_through")
+    page = series["config"]["page_size"]
+    for run in (pin, series):
+        assert run["finished_requests"] == run["config"]["num_requests"] > 0
+        assert run["retracted_requests"] > 0
+        assert run["reprefilled_tokens"] == (
+            run["retracted_kv_tokens"] - run["readmitted_cached_tokens"])
+    # The pin backs up only what a finished or prefilled request inserted: a retracted
+    # request's generated tokens are freed and computed again at re-admission.
+    assert pin["reprefilled_tokens"] > page * pin["retracted_requests"]
+    # The series keeps them on the host: each re-admission computes at most its partial last
+    # page again (plus the last sampled token, whose KV was never written).
+    assert series["reprefilled_tokens"] <= page * series["retracted_requests"]
+    assert series["hicache"]["host_loaded_tokens"] > pin["hicache"]["host_loaded_tokens"]
+    hc = series["hicache"]
+    assert hc["end_host_slots_leaked"] == hc["end_host_protected_nodes"] == 0
 
 
 _SCRIPT = textwrap.dedent("""
