@@ -117,7 +117,12 @@ def scenarios(variants: Sequence[str], plain: Sequence[str], seeds: int, quick: 
     return out
 
 
-def execute(runs: List[Dict[str, Any]], pristine: Path, jobs: int) -> Tuple[List[Result], float]:
+def execute(runs: List[Dict[str, Any]], pristine: Path, jobs: int,
+            stream: Path) -> Tuple[List[Result], List[Dict[str, Any]], float]:
+    """Runs every job; each result is also appended to `stream` (JSON lines) as it arrives. A
+    job that fails is reported and recorded (its first run not done), and the others go on."""
+    stream.parent.mkdir(parents=True, exist_ok=True)
+    stream.write_text("")
     commits = bench_run.series_commits()
     by_variant: Dict[str, List[Tuple[Dict[str, Any], List[str]]]] = {}
     for r in runs:
@@ -129,6 +134,7 @@ def execute(runs: List[Dict[str, Any]], pristine: Path, jobs: int) -> Tuple[List
         work += bench_run.pack(v, bench_run.variant_path(tree, pristine, commits), rs,
                                budget=240.0)
     results: List[Result] = []
+    failures: List[Dict[str, Any]] = []
     lock = threading.Lock()
     total, t0 = len(runs), time.time()
 
@@ -142,16 +148,27 @@ def execute(runs: List[Dict[str, Any]], pristine: Path, jobs: int) -> Tuple[List
                   f"seed {r['seed']}: retracted {res['retracted_requests']}, re-prefilled "
                   f"{res['reprefilled_tokens']}, {res['output_tokens_per_s']:.1f} tok/s",
                   flush=True)
+            with stream.open("a") as f:
+                f.write(json.dumps(res) + "\n")
             if hc and (hc["end_host_slots_leaked"] or hc["end_host_protected_nodes"]
                        or hc["end_ongoing_write_through"] or hc["end_ongoing_load_back"]):
                 raise SystemExit(f"bench/retraction.py: {variant} {r['scenario']} seed "
                                  f"{r['seed']} ended with host slots held: {hc}")
 
     with cf.ThreadPoolExecutor(max_workers=jobs) as ex:
-        for f in [ex.submit(bench_run.run_job, j, on_result)
-                  for j in sorted(work, key=lambda j: -j.cost)]:
-            f.result()
-    return results, time.time() - t0
+        futures = {ex.submit(bench_run.run_job, j, on_result): j
+                   for j in sorted(work, key=lambda j: -j.cost)}
+        for f, job in futures.items():
+            try:
+                f.result()
+            except BaseException as e:  # noqa: BLE001  (reported in the doc)
+                done = {(r["scenario"], r["variant"], r["seed"]) for r in results}
+                first = next(r for r, _ in job.runs
+                             if (r["scenario"], job.variant, r["seed"]) not in done)
+                failures.append(dict(scenario=first["scenario"], variant=job.variant,
+                                     seed=first["seed"], error=str(e)[-300:]))
+                print(f"bench/retraction.py: {job.variant} failed: {str(e)[-300:]}", flush=True)
+    return results, failures, time.time() - t0
 
 
 def cell(rows: Dict[Tuple[str, int], Result], seeds: List[int], v: str, base: str,
@@ -264,7 +281,8 @@ def plot(results: List[Result], variants: Sequence[str], path: Path) -> Optional
 
 
 def write_doc(path: Path, results: List[Result], variants: Sequence[str], seeds: int,
-              wall: float, cmd: str, img: Optional[Path]) -> None:
+              wall: float, cmd: str, img: Optional[Path],
+              failures: Sequence[Dict[str, Any]] = ()) -> None:
     names = list(dict.fromkeys(r["scenario"] for r in results))
     order = sorted(names, key=lambda n: (n.startswith("floor"), not n.startswith("r1"),
                                          "no HiCache" in n, n))
@@ -315,6 +333,9 @@ def write_doc(path: Path, results: List[Result], variants: Sequence[str], seeds:
         f"All met: {'yes' if ok else 'no'}.",
         "",
     ]
+    for f in failures:
+        parts += [f"Failed (its cell is missing runs): {f['variant']} {f['scenario']} seed "
+                  f"{f['seed']}: `{f['error'].strip().splitlines()[-1][:200]}`", ""]
     for n in order:
         parts += [f"## {n}", "", table(results, n), ""]
     for v in (variants[0], variants[-1]):
@@ -370,19 +391,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     if a.render:
         saved = json.loads(a.out.read_text())
         results, wall, cmd = saved["results"], saved["wall_s"], saved["command"]
+        failures = saved.get("failures", [])
     else:
-        results, wall = execute(scenarios(variants, plain, a.seeds, a.quick, a.floors),
-                                a.pristine, a.jobs)
+        results, failures, wall = execute(
+            scenarios(variants, plain, a.seeds, a.quick, a.floors), a.pristine, a.jobs,
+            a.out.with_suffix(".jsonl"))
         extra = [x for i, x in enumerate(args)
                  if x != "--pristine" and (i == 0 or args[i - 1] != "--pristine")]
         cmd = "make bench-retraction" + (f" BENCH_ARGS='{' '.join(extra)}'" if extra else "")
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(dict(command=cmd, wall_s=wall, results=results), indent=1))
+        a.out.write_text(json.dumps(dict(command=cmd, wall_s=wall, results=results,
+                                         failures=failures), indent=1))
     img = (plot(results, (variants[0], variants[-1]), a.doc.parent / "img" /
                 "retraction-tradeoff.png") if a.floors else None)
-    write_doc(a.doc, results, variants, a.seeds, wall, cmd, img)
+    write_doc(a.doc, results, variants, a.seeds, wall, cmd, img, failures)
     print(a.doc.read_text())
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -551,7 +551,12 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
             s.self_check_during_idle()
             idle_checks += 1
             if hc is not None:
-                now = max(now, hc.now)
+                # The real loop spins while HiCache's copies run: time passes until the next
+                # one finishes (its ack may unlock what the scheduler is waiting for).
+                cc = s.tree_cache.cache_controller
+                pending = [e.t for _, e, _ in cc.ack_write_queue + cc.ack_load_queue
+                           if e.t > hc.now]
+                now = max(now, hc.now, min(pending, default=0.0))
             idle_steps += 1
             idle_run += 1
             if os.environ.get("SCHED_DRIVER_DEBUG"):

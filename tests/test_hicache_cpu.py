@@ -90,6 +90,21 @@ def test_series_keeps_retracted_kv_on_the_host_until_readmission(tmp_path: Path)
     assert hc["end_host_slots_leaked"] == hc["end_host_protected_nodes"] == 0
 
 
+def test_idle_steps_let_hicache_copies_finish(tmp_path: Path):
+    # gsp at page 1 on a tight pool: at some point every node is locked by a write-through not
+    # yet acked and nothing runs. The real loop spins until the copies finish; the driver's
+    # idle step moves its clock to the next one (without that it stopped with "no progress").
+    out = tmp_path / "run.json"
+    r = subprocess.run([sys.executable, "-W", "ignore", str(ROOT / "bench" / "sched_driver.py"),
+                        "--workload", "gsp", "--page-size", "1", "--model", "v3", "--pressure",
+                        "0.3", "--max-running-requests", "128", "--hicache", "write_through",
+                        "--out", str(out)], env=_env(PRISTINE), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = json.loads(out.read_text())
+    assert run["finished_requests"] == run["config"]["num_requests"]
+    assert run["idle_steps"] > 0 and run["hicache"]["end_host_slots_leaked"] == 0
+
+
 _SCRIPT = textwrap.dedent("""
     import sys, torch
     import sglang_cpu
