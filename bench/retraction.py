@@ -8,7 +8,8 @@ for each variant, seed and cell:
     the pin with the same HiCache (`--variants`; the first is the baseline);
   - without HiCache: r1 at 1.0 req/s, pages 64 and 1, against the pin (`--plain-variants`);
   - short outputs (gsp, 256-token outputs) and multi-turn chat, with HiCache, which must not
-    change;
+    change (multiturn's request lengths do not depend on the seed, so it runs one seed on five
+    pool sizes instead);
   - optionally (`--floors`) SGLang's own floor on the decode reservation
     (SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR, default 0.14) swept for the first and last variant.
 A variant is `TREE[+POLICY][:KEY=VALUE,...]`: TREE is pristine or pN (the series' first N
@@ -47,6 +48,7 @@ TRADEOFF_RATE = 0.7
 POLICIES = {"wt": "write_through", "wts": "write_through_selective", "wb": "write_back"}
 HOST_RATIO = 2.0  # --hicache-ratio: SGLang's default host pool, 2 x the device pool
 SHORT = ["--model", "v3", "--pressure", "0.3", "--max-running-requests", "128"]
+MULTITURN_POOLS = (0.2, 0.25, 0.3, 0.35, 0.4)  # pool / unique tokens of the multiturn trace
 # The issue's targets for the series + HiCache against the pin + HiCache, per r1 cell.
 TARGETS = {"reprefilled_tokens": 0.05, "output_tokens_per_s": 0.98, "ttft_p99_s": 1.01}
 
@@ -89,9 +91,10 @@ def scenarios(variants: Sequence[str], plain: Sequence[str], seeds: int, quick: 
     """One entry per driver run: scenario, its baseline, variant, seed, argv."""
     out: List[Dict[str, Any]] = []
 
-    def add(name: str, args: List[str], vs: Sequence[str], cost: float = 60.0) -> None:
+    def add(name: str, args: List[str], vs: Sequence[str], cost: float = 60.0,
+            n_seeds: Optional[int] = None) -> None:
         for v in vs:
-            for seed in range(seeds):
+            for seed in range(seeds if n_seeds is None else n_seeds):
                 out.append(dict(scenario=name, baseline=vs[0], variant=v, seed=seed, cost=cost,
                                 argv=args + ["--seed", str(seed)]))
 
@@ -112,8 +115,10 @@ def scenarios(variants: Sequence[str], plain: Sequence[str], seeds: int, quick: 
     for page in (64, 1):
         add(f"gsp page {page}, rate 0, HiCache (short outputs)",
             ["--workload", "gsp", "--page-size", str(page)] + SHORT, short, cost=8.0)
-    add("multiturn page 64, HiCache (chat)",
-        ["--workload", "multiturn", "--page-size", "64"] + SHORT, short, cost=12.0)
+    for pressure in MULTITURN_POOLS:
+        add(f"multiturn page 64, pool {pressure:g}, HiCache (chat)",
+            ["--workload", "multiturn", "--page-size", "64", "--model", "v3", "--pressure",
+             f"{pressure:g}", "--max-running-requests", "128"], short, cost=12.0, n_seeds=1)
     return out
 
 
@@ -321,7 +326,12 @@ def write_doc(path: Path, results: List[Result], variants: Sequence[str], seeds:
         "Poisson arrivals per modelled second (the unretracted r1 run sustains about 0.5 "
         "req/s).",
         "",
-        "r1: `" + " ".join(R1) + "`; gsp and multiturn: `" + " ".join(SHORT) + "`.",
+        "r1: `" + " ".join(R1) + "`; gsp: `" + " ".join(SHORT) + "`; multiturn: the same "
+        "with pools of " + ", ".join(f"{x:g}" for x in MULTITURN_POOLS) + " x its unique "
+        "tokens, one seed each (its request lengths do not depend on the seed). `hit rate` "
+        "counts every admission, re-admissions after retraction included (a re-admitted request "
+        "finds most of its prompt cached), so a variant that retracts less can show a lower hit "
+        "rate without computing more prefill (`prefill s`).",
         "",
         f"Host slots or protections left at the end of a HiCache run: {leaked} over "
         f"{len(host)} runs.",
@@ -373,6 +383,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "retraction.md")
     p.add_argument("--render", action="store_true",
                    help="run nothing: rewrite the doc from --out's results")
+    p.add_argument("--resume", action="store_true",
+                   help="keep --out's results and run only the runs they lack (after a failed "
+                        "or interrupted run, or new scenarios)")
     args = sys.argv[1:] if argv is None else argv
     a = p.parse_args(args)
     tip = f"p{len(bench_run.series_commits())}"
@@ -393,12 +406,23 @@ def main(argv: Optional[List[str]] = None) -> int:
         results, wall, cmd = saved["results"], saved["wall_s"], saved["command"]
         failures = saved.get("failures", [])
     else:
-        results, failures, wall = execute(
-            scenarios(variants, plain, a.seeds, a.quick, a.floors), a.pristine, a.jobs,
-            a.out.with_suffix(".jsonl"))
+        runs = scenarios(variants, plain, a.seeds, a.quick, a.floors)
+        kept: List[Result] = []
+        prior_cmd, prior_wall = "", 0.0
+        if a.resume and a.out.exists():
+            saved = json.loads(a.out.read_text())
+            wanted = {(r["scenario"], r["variant"], r["seed"]) for r in runs}
+            kept = [r for r in saved["results"]
+                    if (r["scenario"], r["variant"], r["seed"]) in wanted]
+            have = {(r["scenario"], r["variant"], r["seed"]) for r in kept}
+            runs = [r for r in runs if (r["scenario"], r["variant"], r["seed"]) not in have]
+            prior_cmd, prior_wall = saved["command"] + "`, then `", saved["wall_s"]
+        results, failures, wall = execute(runs, a.pristine, a.jobs, a.out.with_suffix(".jsonl"))
+        results, wall = kept + results, prior_wall + wall
         extra = [x for i, x in enumerate(args)
                  if x != "--pristine" and (i == 0 or args[i - 1] != "--pristine")]
-        cmd = "make bench-retraction" + (f" BENCH_ARGS='{' '.join(extra)}'" if extra else "")
+        cmd = prior_cmd + "make bench-retraction" + (
+            f" BENCH_ARGS='{' '.join(extra)}'" if extra else "")
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(dict(command=cmd, wall_s=wall, results=results,
                                          failures=failures), indent=1))

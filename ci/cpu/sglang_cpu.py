@@ -1,7 +1,7 @@
 """Run SGLang's scheduling and memory code on a CPU-only machine.
 
 Import this module (or load it as a pytest plugin: ``-p sglang_cpu``) before SGLang.
-It makes exactly four substitutions, each listed in docs/cpu-environment.md:
+It makes exactly three substitutions, each listed in docs/cpu-environment.md:
 
 1. ``sgl_kernel`` is the raising shim in this folder (the real one needs CUDA).
 2. The PyPI torchvision wheel is built against CUDA torch; its ops library cannot load
@@ -10,9 +10,6 @@ It makes exactly four substitutions, each listed in docs/cpu-environment.md:
 3. ``PagedTokenToKVPoolAllocator.alloc_extend`` / ``alloc_decode`` launch Triton kernels
    unconditionally. We route the launches to ``alloc_extend_naive`` (SGLang's own reference
    in allocator.py) and to a few lines of torch with the decode kernel's semantics.
-4. ``torch.cuda.synchronize`` is a no-op when torch has no CUDA: the KV pools' host-copy
-   functions (``get_cpu_copy`` / ``load_cpu_copy``) call it around their copies, and a
-   CPU tensor has nothing to wait for.
 
 Everything else (scheduler, policy, batch, radix cache, allocators, pools) is SGLang's code,
 with ``attention_backend="torch_native"`` selecting SGLang's own CPU branches.
@@ -70,8 +67,6 @@ def _alloc_decode(seq_lens, last_loc, free_pages, out_indices, _bs, page_size):
 
 def install() -> None:
     _declare_torchvision_ops()
-    if not torch.cuda.is_available():
-        torch.cuda.synchronize = lambda device=None: None
     from sglang.srt.mem_cache import allocator
 
     allocator.alloc_extend_kernel = _Launcher(_alloc_extend)
