@@ -166,7 +166,9 @@ FAILURES: List[Dict[str, Any]] = []
 def table(results: List[Result], scenario: str) -> str:
     rows = [r for r in results if r["scenario"] == scenario]
     order = list(VARIANTS)
-    variants = sorted({r["variant"] for r in rows}, key=order.index)
+    # Variants no longer defined (results saved by an earlier version) go last.
+    variants = sorted({r["variant"] for r in rows},
+                      key=lambda v: (order.index(v) if v in order else len(order), v))
     base = variants[0]
     seeds = sorted({r["seed"] for r in rows})
     get = {(r["variant"], r["seed"]): r for r in rows}
