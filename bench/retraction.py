@@ -237,6 +237,28 @@ def targets(results: List[Result], variant: str) -> Tuple[str, bool]:
     return "\n".join(lines), ok_all
 
 
+def multiturn_pooled(results: List[Result], variant: str) -> Optional[str]:
+    """`variant` against the pin over the multiturn pools, each pool one pair (the workload has
+    no seed variance, so the pool sizes are the replicates): paired ratios with 95 % intervals."""
+    rows = [r for r in results if r["scenario"].startswith("multiturn")]
+    get = {(r["scenario"], r["variant"]): r for r in rows}
+    names = sorted({r["scenario"] for r in rows})
+    base = rows[0]["baseline"] if rows else ""
+    pairs = [(get[(n, base)], get[(n, variant)]) for n in names
+             if (n, base) in get and (n, variant) in get]
+    if len(pairs) < 2:
+        return None
+    cells = []
+    for key, label in (("output_tokens_per_s", "output tok/s"), ("ttft_p99_s", "TTFT p99"),
+                       ("stall_p99_s", "stall p99"),
+                       ("prefill_tokens_computed", "prefill tokens")):
+        p = bench_run.paired([a[key] for a, _ in pairs], [b[key] for _, b in pairs])
+        cells.append(f"{label} {bench_run.fmt_paired(p)}"
+                     + (" (noise)" if p.noise else ""))
+    return (f"Multiturn, {variant} against {base} over the {len(pairs)} pool sizes (one pair "
+            "each): " + "; ".join(cells) + ".")
+
+
 def tradeoff_points(results: List[Result], variant: str) -> List[Tuple[float, float, float, float]]:
     """(floor, mean out tok/s, mean re-prefilled tokens, mean stall p99) per floor."""
     pts = []
@@ -346,6 +368,9 @@ def write_doc(path: Path, results: List[Result], variants: Sequence[str], seeds:
     for f in failures:
         parts += [f"Failed (its cell is missing runs): {f['variant']} {f['scenario']} seed "
                   f"{f['seed']}: `{f['error'].strip().splitlines()[-1][:200]}`", ""]
+    pooled = multiturn_pooled(results, variants[1])
+    if pooled:
+        parts += [pooled, ""]
     for n in order:
         parts += [f"## {n}", "", table(results, n), ""]
     for v in (variants[0], variants[-1]):
