@@ -7,9 +7,9 @@ for each variant, seed and cell:
     defaults): r1 at pages 64 and 1, all requests at t=0 and Poisson 0.7 / 1.0 req/s, against
     the pin with the same HiCache (`--variants`; the first is the baseline);
   - without HiCache: r1 at 1.0 req/s, pages 64 and 1, against the pin (`--plain-variants`);
-  - short outputs (gsp, 256-token outputs) and multi-turn chat, with HiCache, which must not
-    change (multiturn's request lengths do not depend on the seed, so it runs one seed on five
-    pool sizes instead);
+  - short outputs (gsp, 256-token outputs) and multi-turn chat at five pool sizes, with HiCache,
+    which must not change: bench_multiturn's fixed lengths (one seed: the seed changes token ids
+    only) and lengths jittered by +-25 % (3 seeds);
   - optionally (`--floors`) SGLang's own floor on the decode reservation
     (SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR, default 0.14) swept for the first and last variant.
 A variant is `TREE[+POLICY][:KEY=VALUE,...]`: TREE is pristine or pN (the series' first N
@@ -49,6 +49,7 @@ POLICIES = {"wt": "write_through", "wts": "write_through_selective", "wb": "writ
 HOST_RATIO = 2.0  # --hicache-ratio: SGLang's default host pool, 2 x the device pool
 SHORT = ["--model", "v3", "--pressure", "0.3", "--max-running-requests", "128"]
 MULTITURN_POOLS = (0.2, 0.25, 0.3, 0.35, 0.4)  # pool / unique tokens of the multiturn trace
+MULTITURN_JITTER = 0.25  # bench_multiturn's lengths are fixed: +-25 % lets the seed vary the run
 # The issue's targets for the series + HiCache against the pin + HiCache, per r1 cell.
 TARGETS = {"reprefilled_tokens": 0.05, "output_tokens_per_s": 0.98, "ttft_p99_s": 1.01}
 
@@ -116,9 +117,12 @@ def scenarios(variants: Sequence[str], plain: Sequence[str], seeds: int, quick: 
         add(f"gsp page {page}, rate 0, HiCache (short outputs)",
             ["--workload", "gsp", "--page-size", str(page)] + SHORT, short, cost=8.0)
     for pressure in MULTITURN_POOLS:
-        add(f"multiturn page 64, pool {pressure:g}, HiCache (chat)",
-            ["--workload", "multiturn", "--page-size", "64", "--model", "v3", "--pressure",
-             f"{pressure:g}", "--max-running-requests", "128"], short, cost=12.0, n_seeds=1)
+        mt = ["--workload", "multiturn", "--page-size", "64", "--model", "v3", "--pressure",
+              f"{pressure:g}", "--max-running-requests", "128"]
+        add(f"multiturn page 64, pool {pressure:g}, HiCache (chat)", mt, short, cost=12.0,
+            n_seeds=1)
+        add(f"multiturn page 64, pool {pressure:g}, lengths +-{MULTITURN_JITTER:.0%}, HiCache",
+            mt + ["--wl", f"length_jitter={MULTITURN_JITTER:g}"], short, cost=12.0)
     return out
 
 
@@ -237,15 +241,16 @@ def targets(results: List[Result], variant: str) -> Tuple[str, bool]:
     return "\n".join(lines), ok_all
 
 
-def multiturn_pooled(results: List[Result], variant: str) -> Optional[str]:
-    """`variant` against the pin over the multiturn pools, each pool one pair (the workload has
-    no seed variance, so the pool sizes are the replicates): paired ratios with 95 % intervals."""
-    rows = [r for r in results if r["scenario"].startswith("multiturn")]
-    get = {(r["scenario"], r["variant"]): r for r in rows}
-    names = sorted({r["scenario"] for r in rows})
+def multiturn_pooled(results: List[Result], variant: str, jittered: bool) -> Optional[str]:
+    """`variant` against the pin over every multiturn pool size and seed (one pair each), with
+    fixed or jittered lengths: paired ratios with 95 % intervals."""
+    rows = [r for r in results if r["scenario"].startswith("multiturn")
+            and ("lengths +-" in r["scenario"]) == jittered]
+    get = {(r["scenario"], r["variant"], r["seed"]): r for r in rows}
+    keys = sorted({(r["scenario"], r["seed"]) for r in rows})
     base = rows[0]["baseline"] if rows else ""
-    pairs = [(get[(n, base)], get[(n, variant)]) for n in names
-             if (n, base) in get and (n, variant) in get]
+    pairs = [(get[(n, base, sd)], get[(n, variant, sd)]) for n, sd in keys
+             if (n, base, sd) in get and (n, variant, sd) in get]
     if len(pairs) < 2:
         return None
     cells = []
@@ -255,8 +260,11 @@ def multiturn_pooled(results: List[Result], variant: str) -> Optional[str]:
         p = bench_run.paired([a[key] for a, _ in pairs], [b[key] for _, b in pairs])
         cells.append(f"{label} {bench_run.fmt_paired(p)}"
                      + (" (noise)" if p.noise else ""))
-    return (f"Multiturn, {variant} against {base} over the {len(pairs)} pool sizes (one pair "
-            "each): " + "; ".join(cells) + ".")
+    what = "lengths +-25 %, pool sizes x seeds" if jittered else "fixed lengths, pool sizes"
+    retracted = [sum(x["retracted_requests"] for x in side) for side in zip(*pairs)]
+    return (f"Multiturn ({what}), {variant} against {base} over {len(pairs)} runs, one pair "
+            f"each: " + "; ".join(cells) + f"; retracted requests {retracted[0]:.0f} -> "
+            f"{retracted[1]:.0f} in all.")
 
 
 def tradeoff_points(results: List[Result], variant: str) -> List[Tuple[float, float, float, float]]:
@@ -350,7 +358,10 @@ def write_doc(path: Path, results: List[Result], variants: Sequence[str], seeds:
         "",
         "r1: `" + " ".join(R1) + "`; gsp: `" + " ".join(SHORT) + "`; multiturn: the same "
         "with pools of " + ", ".join(f"{x:g}" for x in MULTITURN_POOLS) + " x its unique "
-        "tokens, one seed each (its request lengths do not depend on the seed). `hit rate` "
+        "tokens, with bench_multiturn's fixed lengths (512 new tokens, 64 output tokens per "
+        "turn; one seed, since the seed changes token ids only) and with "
+        f"`--wl length_jitter={MULTITURN_JITTER:g}` (each drawn within +-25 %, 3 seeds). "
+        "`hit rate` "
         "counts every admission, re-admissions after retraction included (a re-admitted request "
         "finds most of its prompt cached), so a variant that retracts less can show a lower hit "
         "rate without computing more prefill (`prefill s`).",
@@ -368,9 +379,10 @@ def write_doc(path: Path, results: List[Result], variants: Sequence[str], seeds:
     for f in failures:
         parts += [f"Failed (its cell is missing runs): {f['variant']} {f['scenario']} seed "
                   f"{f['seed']}: `{f['error'].strip().splitlines()[-1][:200]}`", ""]
-    pooled = multiturn_pooled(results, variants[1])
-    if pooled:
-        parts += [pooled, ""]
+    for jittered in (False, True):
+        pooled = multiturn_pooled(results, variants[1], jittered)
+        if pooled:
+            parts += [pooled, ""]
     for n in order:
         parts += [f"## {n}", "", table(results, n), ""]
     for v in (variants[0], variants[-1]):

@@ -184,23 +184,31 @@ def multiturn(p: Dict[str, float], seed: int) -> Trace:
     """bench_multiturn shape: C clients, at most `parallel` active; R rounds each; a round's prompt
     is the previous round's prompt + that round's generated tokens (as produced by the run) +
     `turn_len` new tokens; O output tokens. A client's next round arrives when its previous round
-    finishes; a new client starts when one finishes all its rounds."""
+    finishes; a new client starts when one finishes all its rounds. `length_jitter` J > 0 draws
+    each turn's new tokens and output length uniformly within x(1 - J) .. x(1 + J) of theirs
+    (bench_multiturn's lengths are fixed, so without it the seed changes token ids only)."""
     rng = random.Random(seed)
     clients, rounds = int(p["clients"]), int(p["rounds"])
-    turn, o = int(p["turn_len"]), int(p["output_len"])
+    turn, out_len, jit = int(p["turn_len"]), int(p["output_len"]), float(p["length_jitter"])
+
+    def length(n: int) -> int:
+        return n if jit <= 0 else max(1, round(n * rng.uniform(1 - jit, 1 + jit)))
+
     # All new-turn tokens are drawn up front, so the trace does not depend on finish order.
-    turns = [[_tokens(rng, turn) for _ in range(rounds)] for _ in range(clients)]
+    turns = [[_tokens(rng, length(turn)) for _ in range(rounds)] for _ in range(clients)]
+    outs = [[length(out_len) for _ in range(rounds)] for _ in range(clients)]
     state = {"next_client": min(clients, int(p["parallel"]))}
 
     def rid(c: int, k: int) -> str:
         return f"c{c}-t{k}"
 
     def first(c: int, now: float) -> Request:
-        return Request(rid(c, 0), list(turns[c][0]), o, o, now)
+        return Request(rid(c, 0), list(turns[c][0]), outs[c][0], outs[c][0], now)
 
     def on_finish(req: Request, output_ids: List[int], now: float) -> List[Request]:
         c, k = (int(x[1:]) for x in req.rid.split("-"))
         if k + 1 < rounds:
+            o = outs[c][k + 1]
             return [Request(rid(c, k + 1), req.input_ids + list(output_ids) + turns[c][k + 1],
                             o, o, now)]
         if state["next_client"] < clients:
@@ -214,9 +222,9 @@ def multiturn(p: Dict[str, float], seed: int) -> Trace:
         prompt: List[int] = []
         for k in range(rounds):
             if k:
-                prompt = prompt + synthetic_output(rid(c, k - 1), o, o)
+                prompt = prompt + synthetic_output(rid(c, k - 1), outs[c][k - 1], outs[c][k - 1])
             prompt = prompt + turns[c][k]
-            everything.append(Request(rid(c, k), prompt, o, o))
+            everything.append(Request(rid(c, k), prompt, outs[c][k], outs[c][k]))
     initial = [first(c, 0.0) for c in range(state["next_client"])]
     return Trace("multiturn", initial, p, on_finish, everything)
 
@@ -370,7 +378,7 @@ WORKLOADS: Dict[str, Tuple[Callable[[Dict[str, Any], int], Trace], Dict[str, Par
     "fewshot": (fewshot, dict(tasks=16, requests=1024, exemplar_min=1400, exemplar_max=1600,
                               question_min=64, question_max=128, output_len=64)),
     "multiturn": (multiturn, dict(clients=256, parallel=128, rounds=5, turn_len=512,
-                                  output_len=64)),
+                                  output_len=64, length_jitter=0.0)),
     "random": (random_wl, dict(requests=1024, input_min=1024, input_max=2048, output_min=128,
                                output_max=256)),
     "r1": (r1, dict(groups=8, requests=256, system_len=2048, question_len=128,

@@ -39,3 +39,16 @@ def test_r1_every_request_reserves_max_new_tokens():
 
 def test_r1_tail_is_seeded():
     assert _lengths(TAIL, 5) == _lengths(TAIL, 5) != _lengths(TAIL, 6)
+
+
+def test_multiturn_length_jitter_varies_lengths_by_seed_and_zero_keeps_the_fixed_shape():
+    build = workloads.build
+    fixed = build("multiturn", {"clients": 4, "parallel": 2}, seed=0)
+    assert {len(r.input_ids) for r in fixed.all_requests if r.rid.endswith("-t0")} == {512}
+    assert {r.output_len for r in fixed.all_requests} == {64}
+    a = build("multiturn", {"clients": 4, "parallel": 2, "length_jitter": 0.25}, seed=0)
+    b = build("multiturn", {"clients": 4, "parallel": 2, "length_jitter": 0.25}, seed=1)
+    firsts = [len(r.input_ids) for r in a.all_requests if r.rid.endswith("-t0")]
+    assert all(384 <= n <= 640 for n in firsts) and len(set(firsts)) > 1
+    assert all(48 <= r.output_len <= 80 for r in a.all_requests)
+    assert [r.output_len for r in a.all_requests] != [r.output_len for r in b.all_requests]
