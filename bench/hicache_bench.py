@@ -22,7 +22,6 @@ deployment's device pool, HiCache host pool --ratios x the device pool (hicache_
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import json
 import math
 import platform
@@ -143,20 +142,7 @@ def execute(runs: List[Dict[str, Any]], pristine: Path, patched: Path, proto: Op
                        or hc["end_ongoing_load_back"] or hc.get("end_host_protected_nodes")):
                 raise SystemExit(f"hicache_bench: {variant} {r['scenario']} leaked host slots")
 
-    with cf.ThreadPoolExecutor(max_workers=jobs) as ex:
-        futures = {ex.submit(bench_run.run_job, j, on_result): j
-                   for j in sorted(work, key=lambda j: -j.cost)}
-        for f, job in futures.items():
-            try:
-                f.result()
-            except BaseException as e:  # noqa: BLE001  (a failed cell is a result too)
-                done = {(r["scenario"], r["variant"], r["seed"]) for r in results}
-                for r, _ in job.runs:
-                    if (r["scenario"], job.variant, r["seed"]) not in done:
-                        FAILURES.append(dict(scenario=r["scenario"], variant=job.variant,
-                                             seed=r["seed"], error=str(e)[-300:]))
-                        break  # the first run not done is the one that failed
-                print(f"hicache_bench: {job.variant} failed: {str(e)[-300:]}", flush=True)
+    FAILURES.extend(bench_run.run_jobs_keep_going(work, on_result, jobs, results, "hicache_bench"))
     return results, time.time() - t0
 
 

@@ -23,7 +23,6 @@ docs/retraction.md and, with --floors, docs/img/retraction-tradeoff.png.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import json
 import platform
 import sys
@@ -143,7 +142,6 @@ def execute(runs: List[Dict[str, Any]], pristine: Path, jobs: int,
         work += bench_run.pack(v, bench_run.variant_path(tree, pristine, commits), rs,
                                budget=240.0)
     results: List[Result] = []
-    failures: List[Dict[str, Any]] = []
     lock = threading.Lock()
     total, t0 = len(runs), time.time()
 
@@ -164,19 +162,7 @@ def execute(runs: List[Dict[str, Any]], pristine: Path, jobs: int,
                 raise SystemExit(f"bench/retraction.py: {variant} {r['scenario']} seed "
                                  f"{r['seed']} ended with host slots held: {hc}")
 
-    with cf.ThreadPoolExecutor(max_workers=jobs) as ex:
-        futures = {ex.submit(bench_run.run_job, j, on_result): j
-                   for j in sorted(work, key=lambda j: -j.cost)}
-        for f, job in futures.items():
-            try:
-                f.result()
-            except BaseException as e:  # noqa: BLE001  (reported in the doc)
-                done = {(r["scenario"], r["variant"], r["seed"]) for r in results}
-                first = next(r for r, _ in job.runs
-                             if (r["scenario"], job.variant, r["seed"]) not in done)
-                failures.append(dict(scenario=first["scenario"], variant=job.variant,
-                                     seed=first["seed"], error=str(e)[-300:]))
-                print(f"bench/retraction.py: {job.variant} failed: {str(e)[-300:]}", flush=True)
+    failures = bench_run.run_jobs_keep_going(work, on_result, jobs, results, "bench/retraction.py")
     return results, failures, time.time() - t0
 
 

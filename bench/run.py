@@ -303,6 +303,28 @@ def run_job(job: Job, on_result: Any) -> None:
                          f"PYTHONPATH={env['PYTHONPATH']} {shlex.join(cmd)}")
 
 
+def run_jobs_keep_going(work: List[Job], on_result: Any, jobs: int, results: List[Result],
+                        tag: str) -> List[Dict[str, Any]]:
+    """Runs the jobs `jobs` at a time, longest first. A job that fails is reported and recorded
+    (its first run without a result in `results`, which on_result fills) and the others go on.
+    Returns the failures: scenario, variant, seed, error."""
+    failures: List[Dict[str, Any]] = []
+    with cf.ThreadPoolExecutor(max_workers=jobs) as ex:
+        futures = {ex.submit(run_job, j, on_result): j for j in sorted(work, key=lambda j: -j.cost)}
+        for f, job in futures.items():
+            try:
+                f.result()
+            except BaseException as e:  # noqa: BLE001  (a failed run is a result too)
+                done = {(r["scenario"], r["variant"], r["seed"]) for r in results}
+                first = next((r for r, _ in job.runs
+                              if (r["scenario"], job.variant, r["seed"]) not in done), None)
+                failures.append(dict(scenario=first["scenario"] if first else "?",
+                                     variant=job.variant, seed=first["seed"] if first else -1,
+                                     error=str(e)[-300:]))
+                print(f"{tag}: {job.variant} failed: {str(e)[-300:]}", flush=True)
+    return failures
+
+
 def check_origin(job: Job, res: Dict[str, Any]) -> None:
     where = res["sglang_file"]
     inside = job.path is not None and where.startswith(str(job.path))

@@ -214,3 +214,23 @@ def test_sparse_arrivals_keep_the_prefilled_request_busy():
     assert res["finished_requests"] == 4 and res["idle_checks"] >= 3
     # Every request decodes right after its own prefill: its TTFT is its prefill alone.
     assert res["ttft_p99_s"] < 1.0
+
+
+def test_a_failed_benchmark_job_is_recorded_and_the_others_still_run():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import run as bench_run
+
+    tiny = ["--workload", "gsp", "--page-size", "1", "--max-running-requests", "8", "--model",
+            "v3", "--pressure", "0.5", "--wl", "groups=2", "--wl", "prompts_per_group=2",
+            "--wl", "system_len=64", "--wl", "question_len=16", "--wl", "output_len=8"]
+    cell = {"scenario": "tiny", "seed": 0, "name": "tiny", "workload": "gsp"}
+    work = [bench_run.Job("broken", None, [(cell, ["--workload", "no-such-workload"])]),
+            bench_run.Job("fine", None, [(cell, tiny)])]
+    results: list = []
+
+    def on_result(c: dict, variant: str, res: dict) -> None:
+        results.append(dict(res, scenario=c["scenario"], variant=variant, seed=c["seed"]))
+
+    failures = bench_run.run_jobs_keep_going(work, on_result, 2, results, "test")
+    assert [r["variant"] for r in results] == ["fine"]
+    assert [(f["variant"], f["scenario"], f["seed"]) for f in failures] == [("broken", "tiny", 0)]
