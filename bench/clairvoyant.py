@@ -281,6 +281,79 @@ def install(s: Any, trace: Any, granule: int = 64, split: bool = True) -> Clairv
     return strat
 
 
+class ContinuationHintStrategy:
+    """``EvictionStrategy`` duck type: ``get_priority(node) = (kept, last_access_time)``.
+
+    Not Belady: what a server would get from an exact *continuation hint*, a flag per request
+    that says whether its conversation sends another turn (which a client or router might know,
+    and nothing in the KV cache does). When a request finishes, every node on its cached path is
+    marked kept (1) or not (0) by its request's hint, the latest request deciding; not-kept
+    leaves go first, LRU within each class. The hint is read from the trace: a request is
+    continued when a later request of the run has its prompt through its last whole ``block``
+    tokens (at least two blocks: the first is a system prompt every request shares) as a prefix.
+    ``tpr`` / ``fpr`` make the hint noisy: a continued request is flagged with probability
+    ``tpr``, another with ``fpr`` (a fixed pseudo-random draw per request)."""
+
+    def __init__(self, prompts: Sequence[Sequence[int]], order: Dict[str, int],
+                 block: int = 512, tpr: float = 1.0, fpr: float = 0.0) -> None:
+        n = len(prompts)
+        self.continued = bytearray(n)
+        later: set = set()
+        for i in range(n - 1, -1, -1):  # from the last request back: `later` = later prefixes
+            toks, h, hashes = prompts[i], _ROOT_HASH, []
+            for b in range(len(toks) // block):
+                h = hash((h, tuple(toks[b * block:(b + 1) * block])))
+                hashes.append(h)
+            if len(hashes) >= 2 and hashes[-1] in later:
+                self.continued[i] = 1
+            later.update(hashes)
+        self.order = order
+        self.tpr, self.fpr = tpr, fpr
+        self.flagged = 0
+        self.finished = 0
+
+    def hint(self, rid: str) -> int:
+        i = self.order.get(rid)
+        if i is None:
+            return 0
+        u = (i * 2654435761 % 1000003) / 1000003.0
+        return int(u < (self.tpr if self.continued[i] else self.fpr))
+
+    def attach(self, tree: Any) -> None:
+        from policies import _walk
+        from sglang.srt.mem_cache.radix_cache import RadixKey
+
+        finished = tree.cache_finished_req
+
+        def cache_finished_req(req: Any, *a: Any, **kw: Any) -> Any:
+            out = finished(req, *a, **kw)
+            kept = self.hint(req.rid)
+            self.finished += 1
+            self.flagged += kept
+            ids = list(req.origin_input_ids) + list(req.output_ids)
+            for node in _walk(tree, RadixKey(ids, req.extra_key)):
+                node._hint = kept
+            return out
+
+        tree.cache_finished_req = cache_finished_req
+        tree.eviction_strategy = self
+
+    def get_priority(self, node: Any) -> Tuple[int, float]:
+        return (getattr(node, "_hint", 0), node.last_access_time)
+
+    def stats(self) -> Dict[str, float]:
+        return {"continued": sum(self.continued), "requests": len(self.continued),
+                "finished": self.finished, "flagged": self.flagged,
+                "tpr": self.tpr, "fpr": self.fpr}
+
+
+def hint_for(trace: Any, tpr: float = 1.0, fpr: float = 0.0) -> ContinuationHintStrategy:
+    """The continuation hints of a trace (``attach`` it to a RadixCache to evict by them)."""
+    reqs = arrival_order(trace)
+    return ContinuationHintStrategy([r.input_ids for r in reqs],
+                                    {r.rid: i for i, r in enumerate(reqs)}, tpr=tpr, fpr=fpr)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     import argparse
     import sys

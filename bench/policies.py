@@ -19,6 +19,10 @@ Lowest probability is evicted first; equal probabilities fall back to LRU. Until
 have left the risk set every priority is 0, i.e. plain LRU. The table of priorities by bucket is
 recomputed every ``refresh`` events, so ``get_priority`` is a table lookup.
 
+``sample10``, ``sample25``, ``sample50`` (``SampledKeepStrategy``): every 10th / 4th / 2nd
+request's new KV is kept, the rest is evicted first (LRU within each class), so that the kept
+share outlives reuse gaps longer than the cache's LRU lifetime; bench/evict_sim.py's ``sample``.
+
 ``gen``, ``gen512``, ``gen512lfu`` (``DeadTailStrategy``): evict a finished request's *dead
 tail* first, LRU (or LFU) within each class. The dead tail is the KV from ``dead_cut`` on: its
 generated tokens (``gen``) or also its prompt after the last 512-token boundary (``gen512``: in
@@ -304,6 +308,77 @@ class DeadTailStrategy:
                 "finished": self.finished}
 
 
+class SampledKeepStrategy:
+    """``EvictionStrategy``: keep a sample of the cached states long enough to see their reuse.
+
+    Each request's new KV is *kept* with probability ``p`` (a deterministic stratified sampler:
+    every 1/p-th request) and *transient* otherwise; KV that a different request walks through on
+    insert (a reuse) becomes kept. Transient leaves are evicted before kept ones, LRU within each
+    class. When reuse gaps are longer than the LRU lifetime of the cache, LRU evicts every state
+    before its reuse; the kept class lives about 1/p times longer."""
+
+    def __init__(self, p: float = 0.25, promote: bool = True) -> None:
+        self.p = p
+        self.promote = promote
+        self.acc = 0.0
+        self.by_rid: Dict[Any, int] = {}
+        self.kept_requests = 0
+        self.requests = 0
+        self.promoted = 0
+
+    def decide(self, rid: Any) -> int:
+        k = self.by_rid.get(rid)
+        if k is None:
+            self.acc += self.p
+            k = 1 if self.acc >= 1.0 else 0
+            self.acc -= k
+            self.by_rid[rid] = k
+            self.requests += 1
+            self.kept_requests += k
+        return k
+
+    def attach(self, tree: Any) -> None:
+        tree.eviction_strategy = self
+        insert, split, finished = tree.insert, tree._split_node, tree.cache_finished_req
+
+        def insert_w(params: Any) -> Any:
+            res = insert(params)
+            own = _CURRENT[0]
+            if own is None:
+                return res
+            k = self.decide(own[0])
+            for n in _walk(tree, params.key):
+                if getattr(n, "_keep", None) is None:
+                    n._keep = k
+                elif (self.promote and not n._keep
+                      and getattr(n, "_own", (own[0],))[0] != own[0]):
+                    n._keep = 1
+                    self.promoted += 1
+            return res
+
+        def split_w(key: Any, child: Any, split_len: int) -> Any:
+            head = split(key, child, split_len)
+            if getattr(child, "_keep", None) is not None:
+                head._keep = child._keep
+            return head
+
+        def finished_w(req: Any, *a: Any, **kw: Any) -> Any:
+            out = finished(req, *a, **kw)
+            self.by_rid.pop(req.rid, None)
+            return out
+
+        tree.insert = insert_w
+        tree._split_node = split_w
+        tree.cache_finished_req = finished_w
+
+    def get_priority(self, node: Any) -> Tuple:
+        return (getattr(node, "_keep", 0) or 0, node.last_access_time)
+
+    def stats(self) -> Dict[str, Any]:
+        return {"p": self.p, "requests": self.requests, "kept_requests": self.kept_requests,
+                "promoted_nodes": self.promoted}
+
+
 def _attach_reuse(strat: ReuseGapStrategy, tree: Any) -> None:
     attach(tree, strat)
 
@@ -315,6 +390,9 @@ POLICIES: Dict[str, Callable[[], Any]] = {
     "gen": lambda: DeadTailStrategy(align=0),  # generated tokens first, then LRU
     "gen512": lambda: DeadTailStrategy(align=512),  # + the prompt's partial 512-token block
     "gen512lfu": lambda: DeadTailStrategy(align=512, inner="lfu"),
+    "sample10": lambda: SampledKeepStrategy(0.10),
+    "sample25": lambda: SampledKeepStrategy(0.25),
+    "sample50": lambda: SampledKeepStrategy(0.50),
 }
 BUILT: List[ReuseGapStrategy] = []  # strategies built since install(), newest last
 _installed = False

@@ -63,6 +63,13 @@ def driver(argv: Sequence[str], census: bool = False) -> int:
 def policy_args(policy: str) -> List[str]:
     if policy == "clairvoyant":
         return ["--eviction", "clairvoyant"]
+    if policy.startswith("hint"):  # hint[prio][-TPR-FPR]
+        name, *rates = policy.split("-")
+        rates = rates or ["1", "0"]
+        out = ["--eviction", "hint", "--hint-tpr", rates[0], "--hint-fpr", rates[1]]
+        if name == "hintprio":  # the hint as request priority, SGLang's `priority` policy
+            out += ["--hint-as-priority", "--server-arg", "radix_eviction_policy=priority"]
+        return out
     return ["--server-arg", f"radix_eviction_policy={policy}"]
 
 
@@ -153,7 +160,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--workload", default="trace")
     s.add_argument("--wl", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("--policy", action="append", default=[],
-                   help="lru, lfu, slru, clairvoyant, or a bench/policies.py name (repeatable)")
+                   help="lru, lfu, slru, clairvoyant, hint[-TPR-FPR] / hintprio[-TPR-FPR] "
+                        "(sched_driver --eviction hint [--hint-as-priority]), "
+                        "or a bench/policies.py name (repeatable)")
     s.add_argument("--seed", action="append", type=int, default=[])
     s.add_argument("--start", action="append", type=int, default=[],
                    help="trace start offsets (instead of seeds)")

@@ -92,6 +92,10 @@ Replacements and stubs (each is the smallest piece that needs a model, a GPU, or
    ``alloc_decode`` and ``ScheduleBatch.retract_decode`` are wrapped to count tokens
    asked/evicted/needed, page-rounding losses and retraction events.
 10. ``--eviction clairvoyant`` only: ``RadixCache.eviction_strategy`` is Belady's rule, which may split a leaf (bench/clairvoyant.py).
+   ``--eviction hint``: the strategy is "continued conversations last", read from the trace, and
+   ``cache_finished_req`` is wrapped to mark the finished request's path
+   (clairvoyant.ContinuationHintStrategy); with ``--hint-as-priority`` nothing is replaced:
+   each request's ``priority`` is its hint, for SGLang's own ``priority`` eviction policy.
 11. ``--hicache POLICY`` only (enable_hierarchical_cache, hicache_write_policy=POLICY,
    hicache_ratio=--hicache-ratio; other hicache_* through --server-arg):
    ``Scheduler.init_cache_with_memory_pool`` itself builds ``HiRadixCache`` (with its
@@ -416,6 +420,11 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
     observe(s, c)
     if args.eviction == "clairvoyant":
         clairvoyant.install(s, trace)
+    hint = None
+    if args.eviction == "hint":
+        hint = clairvoyant.hint_for(trace, args.hint_tpr, args.hint_fpr)
+        if not args.hint_as_priority:
+            hint.attach(s.tree_cache)
     allocator = s.token_to_kv_pool_allocator
     pool = allocator.available_size()  # usable capacity (whole pages for page_size > 1)
     step_model = dep.step_model(geom)  # per-step time: extend floor and MLA paths (costmodel)
@@ -468,6 +477,8 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
         while heap and heap[0][0] <= now:
             _, _, w = heapq.heappop(heap)
             req = _make_req(w)
+            if hint is not None and args.hint_as_priority:
+                req.priority = hint.hint(w.rid)
             s.init_req_max_new_tokens(req)
             targets[w.rid] = (w.output_len, w.max_new_tokens)
             by_rid[w.rid] = w
@@ -749,9 +760,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--chunked-prefill-size", type=int, default=8192)
     p.add_argument("--max-prefill-tokens", type=int, default=16384)
     p.add_argument("--schedule-policy", default="fcfs", help="SGLang schedule policy (fcfs, lpm, ...)")
-    p.add_argument("--eviction", choices=("sglang", "clairvoyant"), default="sglang",
-                   help="radix eviction order: SGLang's (radix_eviction_policy, LRU by default) or "
-                        "clairvoyant (Belady: furthest next use in the trace first; bench/clairvoyant.py)")
+    p.add_argument("--eviction", choices=("sglang", "clairvoyant", "hint"), default="sglang",
+                   help="radix eviction order: SGLang's (radix_eviction_policy, LRU by default), "
+                        "clairvoyant (Belady: furthest next use in the trace first; bench/clairvoyant.py) "
+                        "or hint (continued conversations' KV last, from the trace; "
+                        "clairvoyant.ContinuationHintStrategy)")
+    p.add_argument("--hint-tpr", type=float, default=1.0,
+                   help="--eviction hint: probability a continued request is flagged")
+    p.add_argument("--hint-fpr", type=float, default=0.0,
+                   help="--eviction hint: probability another request is flagged")
+    p.add_argument("--hint-as-priority", action="store_true",
+                   help="--eviction hint: give each request priority = its hint (0 or 1) and "
+                        "leave the order to SGLang (with --server-arg radix_eviction_policy=priority)")
     p.add_argument("--server-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="set a ServerArgs field (repeatable); fails if this SGLang lacks it")
     p.add_argument("--request-rate", type=float, default=0.0,

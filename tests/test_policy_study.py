@@ -156,3 +156,111 @@ def test_results_summary_gap_shares_and_merge(tmp_path: Path):
     text = evict_study.gaps_from_results(pa, pb)
     row = next(ln for ln in text.splitlines() if ln.startswith("| x "))
     assert "+50.0% +- 0.0%" in row and "-5.0% +- 0.0%" in row  # half the gap, 5 % better TTFT
+
+
+# bench/evict_sim.py: one request at a time; C's admission must evict about a thousand tokens.
+# LRU evicts the oldest state (A, which A2 continues), Belady and the continuation hint evict
+# B (never used again), so A2 hits all of A's four blocks instead of the shared first two.
+SIM_ROWS = [
+    {"timestamp": 0, "input_length": 2048, "output_length": 1, "hash_ids": [0, 1, 2, 3]},
+    {"timestamp": 1, "input_length": 2048, "output_length": 1, "hash_ids": [0, 5, 6, 7]},
+    {"timestamp": 2, "input_length": 2048, "output_length": 1, "hash_ids": [0, 8, 9, 10]},
+    {"timestamp": 3, "input_length": 2560, "output_length": 1, "hash_ids": [0, 1, 2, 3, 4]},
+]
+
+
+def test_evict_sim_belady_and_hint_keep_the_continued_state():
+    import evict_sim
+
+    assert evict_sim.continued(SIM_ROWS) == [1, 0, 0, 0]
+    pool = 4123
+    hit = {p: evict_sim.replay(SIM_ROWS, pool, p, running=1)
+           for p in ("lru", "belady", "hint", "hint:tpr=0", "lfu")}
+    total = sum(r["input_length"] for r in SIM_ROWS)
+    assert hit["lru"] == (512 + 512 + 1024) / total
+    assert hit["belady"] == hit["hint"] == (512 + 512 + 2048) / total
+    assert hit["hint:tpr=0"] == hit["lru"]  # a hint that flags nothing is LRU
+    big = {p: evict_sim.replay(SIM_ROWS, 1 << 20, p, running=1) for p in ("lru", "belady")}
+    assert big["lru"] == big["belady"] == (512 + 512 + 2048) / total  # nothing evicted
+
+
+def test_evict_sim_cli_rejects_unknown_policy_and_missing_trace(tmp_path: Path):
+    import evict_sim
+    import pytest
+
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in SIM_ROWS))
+    with pytest.raises(SystemExit, match="unknown policy 'fifo'"):
+        evict_sim.main(["--trace", str(path), "--pool-tokens", "4123", "--policy", "fifo"])
+    with pytest.raises(SystemExit, match="no trace at"):
+        evict_sim.main(["--trace", str(tmp_path / "none"), "--pool-tokens", "4123"])
+    out = tmp_path / "o.json"
+    assert evict_sim.main(["--trace", str(path), "--pool-tokens", "4123", "--running", "1",
+                           "--policy", "hint", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["hit_rate"]["hint"]["0"] > 0
+
+
+def test_continuation_hint_labels_and_noise():
+    import clairvoyant
+
+    b = 4  # block size for the test
+    sys_ = [0] * b
+    prompts = [sys_ + [1] * b + [2], sys_ + [3] * b, sys_ + [1] * b + [5] * b, sys_]
+    order = {f"r{i}": i for i in range(len(prompts))}
+    st = clairvoyant.ContinuationHintStrategy(prompts, order, block=b)
+    assert list(st.continued) == [1, 0, 0, 0]  # r3 is one block: never counted as continued
+    assert [st.hint(f"r{i}") for i in range(4)] == [1, 0, 0, 0] and st.hint("other") == 0
+    none = clairvoyant.ContinuationHintStrategy(prompts, order, block=b, tpr=0.0)
+    every = clairvoyant.ContinuationHintStrategy(prompts, order, block=b, fpr=1.0)
+    assert [none.hint(f"r{i}") for i in range(4)] == [0, 0, 0, 0]
+    assert [every.hint(f"r{i}") for i in range(4)] == [1, 1, 1, 1]
+
+    class Node:
+        def __init__(self, t: float, hint=None) -> None:
+            self.last_access_time = t
+            if hint is not None:
+                self._hint = hint
+
+    old_kept, new_plain, unmarked = Node(1.0, 1), Node(5.0, 0), Node(3.0)
+    assert sorted([old_kept, new_plain, unmarked], key=st.get_priority) == \
+        [unmarked, new_plain, old_kept]
+
+
+def test_driver_hint_keeps_the_continued_state_both_ways(tmp_path: Path):
+    # SIM_ROWS through the real scheduler, one request at a time: LRU loses A before A2 comes,
+    # the hint keeps it, as ContinuationHintStrategy and as SGLang's `priority` policy.
+    tree = ROOT / "build" / "work" / "tree" / "python"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree), str(ROOT / "ci" / "cpu")]))
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in SIM_ROWS))
+    hits = {}
+    for name, extra in (("lru", []), ("hint", ["--eviction", "hint"]),
+                        ("hintprio", ["--eviction", "hint", "--hint-as-priority",
+                                      "--server-arg", "radix_eviction_policy=priority"])):
+        cmd = [sys.executable, "-W", "ignore", str(ROOT / "bench" / "policy_bench.py"), "driver",
+               "--", "--workload", "trace", "--wl", f"path={path}", "--wl", "time_scale=0",
+               "--pool-tokens", "4224", "--max-running-requests", "1"] + extra
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        assert res["finished_requests"] == 4 and res["end_free_plus_evictable_eq_pool"]
+        hits[name] = res["token_hit_rate"]
+    total = sum(r["input_length"] for r in SIM_ROWS)
+    assert hits["hint"] == hits["hintprio"] == (512 + 512 + 2048) / total > hits["lru"]
+
+
+def test_sampled_keep_decides_once_per_request_and_orders_transient_first():
+    st = policies.SampledKeepStrategy(0.25)
+    decisions = [st.decide(f"r{i}") for i in range(8)]
+    assert decisions == [0, 0, 0, 1, 0, 0, 0, 1]  # every 4th request, deterministic
+    assert st.decide("r3") == 1 and st.requests == 8  # the same request keeps its decision
+
+    class Node:
+        def __init__(self, t: float, keep=None) -> None:
+            self.last_access_time = t
+            if keep is not None:
+                self._keep = keep
+
+    kept_old, transient_new, unknown = Node(1.0, 1), Node(9.0, 0), Node(5.0)
+    assert sorted([kept_old, transient_new, unknown], key=st.get_priority) == \
+        [unknown, transient_new, kept_old]
