@@ -70,6 +70,29 @@ def continued(recs: Sequence[Dict[str, Any]]) -> List[int]:
     return out
 
 
+def turns(recs: Sequence[Dict[str, Any]]) -> List[int]:
+    """A request's turn: 1 + the turn of the latest earlier request it shares >= 2 blocks with
+    (the longest such shared prefix), 1 if none (what a server can know when it caches it)."""
+    latest: Dict[int, int] = {}  # block id -> latest request whose path has it
+    out = []
+    for i, r in enumerate(recs):
+        ids = r["hash_ids"][: r["input_length"] // BLOCK]
+        prev = next((latest[b] for b in reversed(ids[1:]) if b in latest), None)
+        out.append(out[prev] + 1 if prev is not None else 1)
+        for b in ids:
+            latest[b] = i
+    return out
+
+
+def feature_roc(recs: Sequence[Dict[str, Any]]) -> List[Tuple[int, float, float]]:
+    """(k, TPR, FPR) of "turn >= k" as a predictor of ``continued``."""
+    lab, t = continued(recs), turns(recs)
+    pos = max(1, sum(lab))
+    neg = max(1, len(lab) - sum(lab))
+    return [(k, sum(1 for x, y in zip(lab, t) if x and y >= k) / pos,
+             sum(1 for x, y in zip(lab, t) if not x and y >= k) / neg) for k in (2, 3, 4)]
+
+
 class Block:
     __slots__ = ("key", "parent", "nchild", "lock", "last", "size", "reuses", "kept", "owner")
 
@@ -223,6 +246,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--running", type=int, default=128)
     ap.add_argument("--policy", action="append", default=[], help="see above (repeatable)")
     ap.add_argument("--out", help="write the per-window hit rates as JSON here")
+    ap.add_argument("--roc", action="store_true",
+                    help="also print how well 'turn >= k' predicts a continuation (per window)")
     a = ap.parse_args(argv)
     if not Path(a.trace).is_file():
         raise SystemExit(f"evict_sim: no trace at {a.trace}")
@@ -248,6 +273,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             share = "- (no gap in a window)"
         print(f"| {spec} | {h[0]:.4f} +- {h[1]:.4f} | {d[0]:+.4f} +- {d[1]:.4f} | {share} |")
+    if a.roc:
+        for s in starts:
+            recs = load(a.trace, s, a.requests)
+            lab = continued(recs)
+            pts = ", ".join(f"turn >= {k}: TPR {tp:.2f} FPR {fp:.2f}"
+                            for k, tp, fp in feature_roc(recs))
+            print(f"window {s}: {sum(lab) / len(lab):.2f} of the requests are continued; {pts}")
     if a.out:
         Path(a.out).write_text(json.dumps({"argv": sys.argv[1:], "hit_rate": rows}, indent=1))
     return 0

@@ -200,6 +200,20 @@ def test_evict_sim_cli_rejects_unknown_policy_and_missing_trace(tmp_path: Path):
     assert json.loads(out.read_text())["hit_rate"]["hint"]["0"] > 0
 
 
+def _kept_last(strategy, attr: str) -> bool:
+    """A kept leaf goes after a newer not-kept one; an unmarked leaf counts as not kept."""
+
+    class Node:
+        def __init__(self, t: float, kept=None) -> None:
+            self.last_access_time = t
+            if kept is not None:
+                setattr(self, attr, kept)
+
+    old_kept, new_plain, unmarked = Node(1.0, 1), Node(9.0, 0), Node(5.0)
+    order = sorted([old_kept, new_plain, unmarked], key=strategy.get_priority)
+    return order == [unmarked, new_plain, old_kept]
+
+
 def test_continuation_hint_labels_and_noise():
     import clairvoyant
 
@@ -215,15 +229,7 @@ def test_continuation_hint_labels_and_noise():
     assert [none.hint(f"r{i}") for i in range(4)] == [0, 0, 0, 0]
     assert [every.hint(f"r{i}") for i in range(4)] == [1, 1, 1, 1]
 
-    class Node:
-        def __init__(self, t: float, hint=None) -> None:
-            self.last_access_time = t
-            if hint is not None:
-                self._hint = hint
-
-    old_kept, new_plain, unmarked = Node(1.0, 1), Node(5.0, 0), Node(3.0)
-    assert sorted([old_kept, new_plain, unmarked], key=st.get_priority) == \
-        [unmarked, new_plain, old_kept]
+    assert _kept_last(st, "_hint")
 
 
 def test_driver_hint_keeps_the_continued_state_both_ways(tmp_path: Path):
@@ -255,12 +261,4 @@ def test_sampled_keep_decides_once_per_request_and_orders_transient_first():
     assert decisions == [0, 0, 0, 1, 0, 0, 0, 1]  # every 4th request, deterministic
     assert st.decide("r3") == 1 and st.requests == 8  # the same request keeps its decision
 
-    class Node:
-        def __init__(self, t: float, keep=None) -> None:
-            self.last_access_time = t
-            if keep is not None:
-                self._keep = keep
-
-    kept_old, transient_new, unknown = Node(1.0, 1), Node(9.0, 0), Node(5.0)
-    assert sorted([kept_old, transient_new, unknown], key=st.get_priority) == \
-        [unknown, transient_new, kept_old]
+    assert _kept_last(st, "_keep")
