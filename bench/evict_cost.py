@@ -36,7 +36,7 @@ TREES = {
 
 
 def worker(leaves: List[int], page: int, leaf_pages: int, prefix_pages: int,
-           calls: int) -> Dict[str, Dict[str, float]]:
+           calls: int, policy: str = "lru") -> Dict[str, Dict[str, float]]:
     import sglang_cpu  # noqa: F401  (before any sglang import)
     import torch
 
@@ -53,7 +53,8 @@ def worker(leaves: List[int], page: int, leaf_pages: int, prefix_pages: int,
         alloc = PagedTokenToKVPoolAllocator(tokens, page_size=page, dtype=torch.bfloat16,
                                             device="cpu", kvcache=None, need_sort=False)
         tree = RadixCache(CacheInitParams(disable=False, req_to_token_pool=None,
-                                          token_to_kv_pool_allocator=alloc, page_size=page))
+                                          token_to_kv_pool_allocator=alloc, page_size=page,
+                                          eviction_policy=policy))
         next_id = [0]
 
         def insert_leaf(group: int) -> None:
@@ -63,7 +64,8 @@ def worker(leaves: List[int], page: int, leaf_pages: int, prefix_pages: int,
             next_id[0] += 1
             key = prefix + leaf
             value = alloc.alloc(len(key))
-            res = tree.insert(InsertParams(key=RadixKey(key), value=value))
+            res = tree.insert(InsertParams(key=RadixKey(key), value=value,
+                                           priority=next_id[0] % 2))
             # the shared prefix was already there: free the duplicate slots, as the cache does
             if res.prefix_len:
                 alloc.free(value[: res.prefix_len])
@@ -94,38 +96,53 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--prefix-pages", type=int, default=32,
                    help="pages of the prefix shared by each group of 16 leaves (default 32)")
     p.add_argument("--calls", type=int, default=30, help="timed calls per size (median)")
+    p.add_argument("--policy", default="lru",
+                   help="--radix-eviction-policy of both trees, or a comma-separated list to "
+                        "compare in one run (default lru); leaves alternate between priority 0 "
+                        "and 1, which only the priority policy reads")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     leaves = [int(x) for x in args.leaves.split(",")]
     if args.worker:
-        json.dump(worker(leaves, args.page_size, args.leaf_pages, args.prefix_pages, args.calls),
-                  sys.stdout)
+        json.dump(worker(leaves, args.page_size, args.leaf_pages, args.prefix_pages, args.calls,
+                         args.policy), sys.stdout)
         return 0
 
-    results: Dict[str, Dict[str, Dict[str, float]]] = {}
-    for name, path in TREES.items():
-        if not path.is_dir():
-            raise SystemExit(f"evict_cost: no {name} tree at {path}: run 'make apply' first")
-        env = dict(os.environ, PYTHONPATH=f"{path}:{ROOT / 'ci' / 'cpu'}")
-        argv2 = [sys.executable, __file__, "--worker", "--leaves", args.leaves,
-                 "--page-size", str(args.page_size), "--leaf-pages", str(args.leaf_pages),
-                 "--prefix-pages", str(args.prefix_pages), "--calls", str(args.calls)]
-        proc = subprocess.run(argv2, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise SystemExit(f"evict_cost: the {name} worker failed:\n{proc.stderr[-3000:]}")
-        results[name] = json.loads(proc.stdout)
+    policies = args.policy.split(",")
+    results: Dict[str, Dict[str, Dict[str, float]]] = {}  # "tree" or "tree/policy" -> size -> row
+    for policy in policies:
+        for name, path in TREES.items():
+            if not path.is_dir():
+                raise SystemExit(f"evict_cost: no {name} tree at {path}: run 'make apply' first")
+            env = dict(os.environ, PYTHONPATH=f"{path}:{ROOT / 'ci' / 'cpu'}")
+            argv2 = [sys.executable, __file__, "--worker", "--leaves", args.leaves,
+                     "--page-size", str(args.page_size), "--leaf-pages", str(args.leaf_pages),
+                     "--prefix-pages", str(args.prefix_pages), "--calls", str(args.calls),
+                     "--policy", policy]
+            proc = subprocess.run(argv2, env=env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"evict_cost: the {name} worker failed:\n{proc.stderr[-3000:]}")
+            results[name if len(policies) == 1 else f"{name}/{policy}"] = json.loads(proc.stdout)
 
-    print(f"RadixCache.evict of one page ({args.page_size} tokens), median of {args.calls} "
-          f"calls, process CPU time")
-    print("| evictable leaves | pristine ms/call | patched ms/call | patched / pristine "
-          "| tokens freed per call (pristine / patched) |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
-    for n in leaves:
-        a, b = results["pristine"][str(n)], results["patched"][str(n)]
-        print(f"| {n:,} | {a['ms_per_call']:.2f} | {b['ms_per_call']:.2f} | "
-              f"x{b['ms_per_call'] / a['ms_per_call']:.2f} | "
-              f"{a['tokens_freed_per_call']:.0f} / {b['tokens_freed_per_call']:.0f} |")
+    for policy in policies:
+        key = (lambda t: t) if len(policies) == 1 else (lambda t: f"{t}/{policy}")
+        print(f"RadixCache.evict of one page ({args.page_size} tokens), median of {args.calls} "
+              f"calls, process CPU time, eviction policy {policy}")
+        print("| evictable leaves | pristine ms/call | patched ms/call | patched / pristine "
+              "| tokens freed per call (pristine / patched) |")
+        print("| ---: | ---: | ---: | ---: | ---: |")
+        for n in leaves:
+            a, b = results[key("pristine")][str(n)], results[key("patched")][str(n)]
+            print(f"| {n:,} | {a['ms_per_call']:.2f} | {b['ms_per_call']:.2f} | "
+                  f"x{b['ms_per_call'] / a['ms_per_call']:.2f} | "
+                  f"{a['tokens_freed_per_call']:.0f} / {b['tokens_freed_per_call']:.0f} |")
+    for policy in policies[1:]:
+        base = results[f"patched/{policies[0]}"]
+        ratios = [results[f"patched/{policy}"][str(n)]["ms_per_call"] / base[str(n)]["ms_per_call"]
+                  for n in leaves]
+        print(f"patched, {policy} / {policies[0]} ms per call: "
+              + ", ".join(f"{n:,} leaves x{r:.2f}" for n, r in zip(leaves, ratios)))
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
     return 0

@@ -45,6 +45,11 @@ VARIANTS: Dict[str, Tuple[str, List[str]]] = {
     "patched+wb": ("patched", ["--hicache", "write_back"]),
     "proto+wt": ("proto", ["--hicache", "write_through"]),
     "proto+wb": ("proto", ["--hicache", "write_back"]),
+    # each request's priority = whether its conversation continues (read from the trace), with
+    # SGLang's `priority` eviction policy on the device and the host tier (eviction-study.md)
+    "patched+wt+hint": ("patched", ["--hicache", "write_through", "--eviction", "hint",
+                                    "--hint-as-priority",
+                                    "--server-arg", "radix_eviction_policy=priority"]),
 }
 DEFAULT_R1 = "pristine;pristine+wt;patched+wt;patched+wb"
 DEFAULT_TRACE = "pristine;pristine+wt;patched+wt;patched+wb"

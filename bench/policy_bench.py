@@ -21,6 +21,7 @@ import concurrent.futures as cf
 import json
 import math
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -117,6 +118,7 @@ def sweep(a: argparse.Namespace) -> int:
             "--max-running-requests", str(a.max_running_requests)]
     for w in a.wl:
         base += ["--wl", w]
+    base += shlex.split(a.driver_args)
     if a.pool_tokens:
         base += ["--pool-tokens", str(a.pool_tokens)]
     elif a.pressure:
@@ -171,6 +173,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--page-size", type=int, default=64)
     s.add_argument("--max-running-requests", type=int, default=128)
     s.add_argument("--jobs", type=int, default=2)
+    s.add_argument("--driver-args", default="", metavar="'ARGS'",
+                   help="more sched_driver.py arguments for every run, e.g. "
+                        "'--hicache write_through --hicache-ratio 4'")
     s.add_argument("--out", help="write all results as JSON here")
     s.add_argument("--census", action="store_true",
                    help="count evicted / kept tokens by kind in every run (evict_study.Census)")
