@@ -36,7 +36,10 @@ TREES = {
 
 
 def worker(leaves: List[int], page: int, leaf_pages: int, prefix_pages: int,
-           calls: int, policy: str = "lru") -> Dict[str, Dict[str, float]]:
+           calls: int, policies: List[str]) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """policy -> leaves -> row. With several policies the calls alternate between them on the
+    same tree (the strategy of a RadixCache built with each ``eviction_policy``); leaves
+    alternate between priority 0 and 1, which only the ``priority`` policy reads."""
     import sglang_cpu  # noqa: F401  (before any sglang import)
     import torch
 
@@ -45,7 +48,7 @@ def worker(leaves: List[int], page: int, leaf_pages: int, prefix_pages: int,
     from sglang.srt.mem_cache.cache_init_params import CacheInitParams
     from sglang.srt.mem_cache.radix_cache import RadixCache, RadixKey
 
-    out: Dict[str, Dict[str, float]] = {}
+    out: Dict[str, Dict[str, Dict[str, float]]] = {p: {} for p in policies}
     for n in leaves:
         groups = -(-n // 16)
         # every insert takes the whole key first and hands the shared prefix back
@@ -53,8 +56,7 @@ def worker(leaves: List[int], page: int, leaf_pages: int, prefix_pages: int,
         alloc = PagedTokenToKVPoolAllocator(tokens, page_size=page, dtype=torch.bfloat16,
                                             device="cpu", kvcache=None, need_sort=False)
         tree = RadixCache(CacheInitParams(disable=False, req_to_token_pool=None,
-                                          token_to_kv_pool_allocator=alloc, page_size=page,
-                                          eviction_policy=policy))
+                                          token_to_kv_pool_allocator=alloc, page_size=page))
         next_id = [0]
 
         def insert_leaf(group: int) -> None:
@@ -72,18 +74,24 @@ def worker(leaves: List[int], page: int, leaf_pages: int, prefix_pages: int,
 
         for i in range(n):
             insert_leaf(i // 16)
-        samples = []
-        freed = 0
+        strategies = {p: RadixCache(CacheInitParams(
+            disable=False, req_to_token_pool=None, token_to_kv_pool_allocator=alloc,
+            page_size=page, eviction_policy=p)).eviction_strategy for p in policies}
+        samples: Dict[str, List[float]] = {p: [] for p in policies}
+        freed = dict.fromkeys(policies, 0)
         for c in range(calls):
-            t0 = time.process_time()
-            res = tree.evict(EvictParams(num_tokens=page))
-            samples.append(time.process_time() - t0)
-            freed += res.num_tokens_evicted
-        out[str(n)] = {
-            "ms_per_call": 1e3 * statistics.median(samples),
-            "tokens_freed_per_call": freed / calls,
-            "evictable_leaves": float(len(tree.evictable_leaves)),
-        }
+            for p in policies:
+                tree.eviction_strategy = strategies[p]
+                t0 = time.process_time()
+                res = tree.evict(EvictParams(num_tokens=page))
+                samples[p].append(time.process_time() - t0)
+                freed[p] += res.num_tokens_evicted
+        for p in policies:
+            out[p][str(n)] = {
+                "ms_per_call": 1e3 * statistics.median(samples[p]),
+                "tokens_freed_per_call": freed[p] / calls,
+                "evictable_leaves": float(len(tree.evictable_leaves)),
+            }
     return out
 
 
@@ -96,53 +104,52 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--prefix-pages", type=int, default=32,
                    help="pages of the prefix shared by each group of 16 leaves (default 32)")
     p.add_argument("--calls", type=int, default=30, help="timed calls per size (median)")
-    p.add_argument("--policy", default="lru",
-                   help="--radix-eviction-policy of both trees, or a comma-separated list to "
-                        "compare in one run (default lru); leaves alternate between priority 0 "
-                        "and 1, which only the priority policy reads")
+    p.add_argument("--policies", default="lru",
+                   help="comma-separated --radix-eviction-policy values; with more than one, "
+                        "the calls alternate between them on the same tree and the table adds "
+                        "each one's cost relative to the first (default lru)")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     leaves = [int(x) for x in args.leaves.split(",")]
     if args.worker:
         json.dump(worker(leaves, args.page_size, args.leaf_pages, args.prefix_pages, args.calls,
-                         args.policy), sys.stdout)
+                         args.policies.split(",")), sys.stdout)
         return 0
 
-    policies = args.policy.split(",")
-    results: Dict[str, Dict[str, Dict[str, float]]] = {}  # "tree" or "tree/policy" -> size -> row
-    for policy in policies:
-        for name, path in TREES.items():
-            if not path.is_dir():
-                raise SystemExit(f"evict_cost: no {name} tree at {path}: run 'make apply' first")
-            env = dict(os.environ, PYTHONPATH=f"{path}:{ROOT / 'ci' / 'cpu'}")
-            argv2 = [sys.executable, __file__, "--worker", "--leaves", args.leaves,
-                     "--page-size", str(args.page_size), "--leaf-pages", str(args.leaf_pages),
-                     "--prefix-pages", str(args.prefix_pages), "--calls", str(args.calls),
-                     "--policy", policy]
-            proc = subprocess.run(argv2, env=env, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise SystemExit(f"evict_cost: the {name} worker failed:\n{proc.stderr[-3000:]}")
-            results[name if len(policies) == 1 else f"{name}/{policy}"] = json.loads(proc.stdout)
+    results: Dict[str, Dict[str, Dict[str, float]]] = {}
+    for name, path in TREES.items():
+        if not path.is_dir():
+            raise SystemExit(f"evict_cost: no {name} tree at {path}: run 'make apply' first")
+        env = dict(os.environ, PYTHONPATH=f"{path}:{ROOT / 'ci' / 'cpu'}")
+        argv2 = [sys.executable, __file__, "--worker", "--leaves", args.leaves,
+                 "--page-size", str(args.page_size), "--leaf-pages", str(args.leaf_pages),
+                 "--prefix-pages", str(args.prefix_pages), "--calls", str(args.calls),
+                 "--policies", args.policies]
+        proc = subprocess.run(argv2, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"evict_cost: the {name} worker failed:\n{proc.stderr[-3000:]}")
+        results[name] = json.loads(proc.stdout)
 
-    for policy in policies:
-        key = (lambda t: t) if len(policies) == 1 else (lambda t: f"{t}/{policy}")
-        print(f"RadixCache.evict of one page ({args.page_size} tokens), median of {args.calls} "
-              f"calls, process CPU time, eviction policy {policy}")
-        print("| evictable leaves | pristine ms/call | patched ms/call | patched / pristine "
-              "| tokens freed per call (pristine / patched) |")
-        print("| ---: | ---: | ---: | ---: | ---: |")
+    first, *others = args.policies.split(",")
+    print(f"RadixCache.evict of one page ({args.page_size} tokens), median of {args.calls} "
+          f"calls, process CPU time, eviction policy {first}")
+    print("| evictable leaves | pristine ms/call | patched ms/call | patched / pristine "
+          "| tokens freed per call (pristine / patched) |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for n in leaves:
+        a, b = results["pristine"][first][str(n)], results["patched"][first][str(n)]
+        print(f"| {n:,} | {a['ms_per_call']:.2f} | {b['ms_per_call']:.2f} | "
+              f"x{b['ms_per_call'] / a['ms_per_call']:.2f} | "
+              f"{a['tokens_freed_per_call']:.0f} / {b['tokens_freed_per_call']:.0f} |")
+    for p in others:
+        print(f"\n{p} against {first}, calls alternating on the same tree (ms per call):")
+        print(f"| evictable leaves | pristine {p} / {first} | patched {p} / {first} |")
+        print("| ---: | ---: | ---: |")
         for n in leaves:
-            a, b = results[key("pristine")][str(n)], results[key("patched")][str(n)]
-            print(f"| {n:,} | {a['ms_per_call']:.2f} | {b['ms_per_call']:.2f} | "
-                  f"x{b['ms_per_call'] / a['ms_per_call']:.2f} | "
-                  f"{a['tokens_freed_per_call']:.0f} / {b['tokens_freed_per_call']:.0f} |")
-    for policy in policies[1:]:
-        base = results[f"patched/{policies[0]}"]
-        ratios = [results[f"patched/{policy}"][str(n)]["ms_per_call"] / base[str(n)]["ms_per_call"]
-                  for n in leaves]
-        print(f"patched, {policy} / {policies[0]} ms per call: "
-              + ", ".join(f"{n:,} leaves x{r:.2f}" for n, r in zip(leaves, ratios)))
+            r = [results[t][p][str(n)]["ms_per_call"] / results[t][first][str(n)]["ms_per_call"]
+                 for t in ("pristine", "patched")]
+            print(f"| {n:,} | x{r[0]:.2f} | x{r[1]:.2f} |")
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
     return 0

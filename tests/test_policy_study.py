@@ -262,3 +262,26 @@ def test_sampled_keep_decides_once_per_request_and_orders_transient_first():
     assert st.decide("r3") == 1 and st.requests == 8  # the same request keeps its decision
 
     assert _kept_last(st, "_keep")
+
+
+def test_sweep_passes_hint_and_driver_args(monkeypatch, capsys):
+    import policy_bench
+
+    seen = []
+
+    def fake(argv, census=False):
+        seen.append(argv)
+        return {"token_hit_rate": 0.1, "ttft_p99_s": 1.0, "sched_cpu_ms_per_step": 1.0}
+
+    monkeypatch.setattr(policy_bench, "run_driver", fake)
+    assert policy_bench.main(["sweep", "--wl", "path=t.jsonl", "--start", "0", "--jobs", "1",
+                              "--policy", "lru", "--policy", "hintprio-0.8-0.2",
+                              "--driver-args", "--hicache write_through --hicache-ratio 4"]) == 0
+    lru, hint = sorted(seen, key=len)
+    i = lru.index("--hicache")
+    assert lru[i:i + 4] == ["--hicache", "write_through", "--hicache-ratio", "4"]
+    assert "--eviction" not in lru
+    assert hint[hint.index("--eviction"):] == [
+        "--eviction", "hint", "--hint-tpr", "0.8", "--hint-fpr", "0.2", "--hint-as-priority",
+        "--server-arg", "radix_eviction_policy=priority"]
+    assert "--hicache" in hint and "| hintprio-0.8-0.2 |" in capsys.readouterr().out
