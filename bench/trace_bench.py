@@ -307,7 +307,7 @@ def load_text(runs: List[Run], args: argparse.Namespace, cfg: Dict[str, Any], re
            f"page {page}: " + busy(ref, span) + "."]
     one = get(runs, page, "device", "patched", tag="load")
     if one is not None:
-        out.append(f"The same run at time scale 1 (the trace's own pace, which a cluster served): "
+        out.append("The same run at time scale 1 (the trace's own pace, which a cluster served): "
                    + busy(one, trace_info["trace_span_s"]) + ".")
     cores = min(args.jobs, os.cpu_count() or 1)
     cpu = trace_info["driver_cpu_s"]
