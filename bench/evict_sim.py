@@ -18,8 +18,8 @@ on many windows before it is run through the real scheduler (bench/policy_bench.
   in admission order first; tails first); ``sample:p=P`` (every 1/P-th request's new blocks are
   kept, the rest go first; blocks another request reuses become kept; LRU within each class);
   ``turn`` (the new blocks of a conversation's second or later turn are kept);
-  ``hint:tpr=T:fpr=F[:sticky=1]`` (the whole path of a finished request is kept when its
-  conversation continues in the window: the trace-read hint of
+  ``hint:tpr=T:fpr=F[:sticky=1][:horizon=H]`` (the whole path of a finished request is kept
+  when its conversation continues in the window, or within the next H requests: the trace-read hint of
   clairvoyant.ContinuationHintStrategy, flagged with probability T when continued and F when
   not; ``sticky``: once kept, kept for good, as SGLang's ``priority`` policy takes the max).
 
@@ -58,15 +58,18 @@ def load(path: str, start: int, n: int) -> List[Dict[str, Any]]:
     return recs
 
 
-def continued(recs: Sequence[Dict[str, Any]]) -> List[int]:
-    """1 for a request whose whole-block prompt (>= 2 blocks) a later request repeats."""
-    later: set = set()
+def continued(recs: Sequence[Dict[str, Any]], horizon: int = 0) -> List[int]:
+    """1 for a request whose whole-block prompt (>= 2 blocks) a later request repeats (within
+    ``horizon`` requests; 0: anywhere later)."""
+    first_after: Dict[Any, int] = {}  # block id -> the earliest later request that has it
     out = [0] * len(recs)
     for i in range(len(recs) - 1, -1, -1):
         ids = recs[i]["hash_ids"][: recs[i]["input_length"] // BLOCK]
-        if len(ids) >= 2 and ids[-1] in later:
+        j = first_after.get(ids[-1]) if len(ids) >= 2 else None
+        if j is not None and (not horizon or j - i <= horizon):
             out[i] = 1
-        later.update(ids)
+        for b in ids:
+            first_after[b] = i
     return out
 
 
@@ -121,7 +124,7 @@ def replay(recs: Sequence[Dict[str, Any]], pool: int, spec: str, running: int = 
     for i, p in enumerate(paths):
         for b in p:
             uses.setdefault(b, []).append(i)
-    labels = continued(recs) if policy == "hint" else []
+    labels = continued(recs, int(kw.get("horizon", 0))) if policy == "hint" else []
     cache: Dict[Any, Block] = {}
     turn: Dict[int, int] = {}
     used = hit = total = 0

@@ -173,6 +173,8 @@ def test_evict_sim_belady_and_hint_keep_the_continued_state():
     import evict_sim
 
     assert evict_sim.continued(SIM_ROWS) == [1, 0, 0, 0]
+    assert evict_sim.continued(SIM_ROWS, horizon=3) == [1, 0, 0, 0]
+    assert evict_sim.continued(SIM_ROWS, horizon=2) == [0, 0, 0, 0]  # A2 comes 3 requests later
     pool = 4123
     hit = {p: evict_sim.replay(SIM_ROWS, pool, p, running=1)
            for p in ("lru", "belady", "hint", "hint:tpr=0", "lfu")}
