@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import heapq
+import itertools
 import json
 import statistics
 import sys
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 BLOCK = 512
+_SEQ = itertools.count()
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
@@ -97,12 +99,14 @@ def feature_roc(recs: Sequence[Dict[str, Any]]) -> List[Tuple[int, float, float]
 
 
 class Block:
-    __slots__ = ("key", "parent", "nchild", "lock", "last", "size", "reuses", "kept", "owner")
+    __slots__ = ("key", "parent", "nchild", "lock", "last", "size", "reuses", "kept", "owner",
+                 "seq")
 
     def __init__(self, key: Any, parent: Optional["Block"], size: int, now: float,
                  owner: int) -> None:
         self.key, self.parent, self.size, self.last, self.owner = key, parent, size, now, owner
         self.nchild = self.lock = self.reuses = self.kept = 0
+        self.seq = next(_SEQ)  # creation order: breaks ties between equal priorities
 
 
 def parse_policy(spec: str) -> Tuple[str, Dict[str, float]]:
@@ -147,7 +151,7 @@ def replay(recs: Sequence[Dict[str, Any]], pool: int, spec: str, running: int = 
 
     def evict(need: int) -> None:
         nonlocal used
-        heap = [(priority(b), id(b), b) for b in cache.values() if not b.nchild and not b.lock]
+        heap = [(priority(b), b.seq, b) for b in cache.values() if not b.nchild and not b.lock]
         heapq.heapify(heap)
         while need > 0 and heap:
             _, _, b = heapq.heappop(heap)
@@ -158,7 +162,7 @@ def replay(recs: Sequence[Dict[str, Any]], pool: int, spec: str, running: int = 
             if par is not None:
                 par.nchild -= 1
                 if not par.nchild and not par.lock:
-                    heapq.heappush(heap, (priority(par), id(par), par))
+                    heapq.heappush(heap, (priority(par), par.seq, par))
 
     while nxt < len(recs) or finishing:
         while nxt < len(recs) and len(active) < running:
