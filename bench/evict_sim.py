@@ -54,7 +54,13 @@ def load(path: str, start: int, n: int) -> List[Dict[str, Any]]:
             if i >= start + n:
                 break
             if i >= start:
-                recs.append(json.loads(line))
+                try:
+                    rec = json.loads(line)
+                    rec = {k: rec[k] for k in ("input_length", "output_length", "hash_ids")}
+                except (ValueError, KeyError, TypeError) as e:
+                    raise SystemExit(f"evict_sim: {path} line {i + 1} is not a Mooncake "
+                                     f"request ({type(e).__name__}: {e})") from None
+                recs.append(rec)
     if not recs:
         raise SystemExit(f"evict_sim: no request at line {start} of {path}")
     return recs

@@ -194,6 +194,10 @@ def test_evict_sim_cli_rejects_unknown_policy_and_missing_trace(tmp_path: Path):
     path.write_text("".join(json.dumps(r) + "\n" for r in SIM_ROWS))
     with pytest.raises(SystemExit, match="unknown policy 'fifo'"):
         evict_sim.main(["--trace", str(path), "--pool-tokens", "4123", "--policy", "fifo"])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input_length": 10}\n')
+    with pytest.raises(SystemExit, match="line 1 is not a Mooncake request"):
+        evict_sim.main(["--trace", str(bad), "--pool-tokens", "4123"])
     with pytest.raises(SystemExit, match="no trace at"):
         evict_sim.main(["--trace", str(tmp_path / "none"), "--pool-tokens", "4123"])
     out = tmp_path / "o.json"
