@@ -296,17 +296,13 @@ class ContinuationHintStrategy:
 
     def __init__(self, prompts: Sequence[Sequence[int]], order: Dict[str, int],
                  block: int = 512, tpr: float = 1.0, fpr: float = 0.0) -> None:
-        n = len(prompts)
-        self.continued = bytearray(n)
-        later: set = set()
-        for i in range(n - 1, -1, -1):  # from the last request back: `later` = later prefixes
-            toks, h, hashes = prompts[i], _ROOT_HASH, []
-            for b in range(len(toks) // block):
-                h = hash((h, tuple(toks[b * block:(b + 1) * block])))
-                hashes.append(h)
-            if len(hashes) >= 2 and hashes[-1] in later:
-                self.continued[i] = 1
-            later.update(hashes)
+        fx = FutureIndex(prompts, block)
+        self.continued = bytearray(len(prompts))
+        for i, toks in enumerate(prompts):
+            whole = len(toks) // block * block
+            if whole >= 2 * block:  # the last user of this prefix comes after i
+                h, _ = fx.extend_hash(_ROOT_HASH, [], toks[:whole])
+                self.continued[i] = fx.index[h][-1] > i
         self.order = order
         self.tpr, self.fpr = tpr, fpr
         self.flagged = 0

@@ -42,6 +42,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import evict_study
+
 BLOCK = 512
 _SEQ = itertools.count()
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -82,16 +84,13 @@ def continued(recs: Sequence[Dict[str, Any]], horizon: int = 0) -> List[int]:
 
 
 def turns(recs: Sequence[Dict[str, Any]]) -> List[int]:
-    """A request's turn: 1 + the turn of the latest earlier request it shares >= 2 blocks with
-    (the longest such shared prefix), 1 if none (what a server can know when it caches it)."""
-    latest: Dict[int, int] = {}  # block id -> latest request whose path has it
-    out = []
-    for i, r in enumerate(recs):
-        ids = r["hash_ids"][: r["input_length"] // BLOCK]
-        prev = next((latest[b] for b in reversed(ids[1:]) if b in latest), None)
-        out.append(out[prev] + 1 if prev is not None else 1)
-        for b in ids:
-            latest[b] = i
+    """A request's turn: 1 + the turn of the request it continues (evict_study.links: the
+    longest shared block prefix of >= 2 blocks, latest on ties), 1 if none (what a server can
+    know when it caches it)."""
+    prev, _ = evict_study.links(list(recs), 2)
+    out: List[int] = []
+    for p in prev:
+        out.append(out[p] + 1 if p is not None else 1)
     return out
 
 

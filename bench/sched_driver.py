@@ -421,6 +421,10 @@ def run(args: argparse.Namespace, trace: Trace, pool_tokens: int,
     if args.eviction == "clairvoyant":
         clairvoyant.install(s, trace)
     hint = None
+    if args.hint_as_priority and (args.eviction != "hint"
+                                  or getattr(s.tree_cache, "eviction_policy", "") != "priority"):
+        raise SystemExit("sched_driver: --hint-as-priority needs --eviction hint and "
+                         "--server-arg radix_eviction_policy=priority")
     if args.eviction == "hint":
         hint = clairvoyant.hint_for(trace, args.hint_tpr, args.hint_fpr)
         if not args.hint_as_priority:

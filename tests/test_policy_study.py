@@ -175,6 +175,9 @@ def test_evict_sim_belady_and_hint_keep_the_continued_state():
     assert evict_sim.continued(SIM_ROWS) == [1, 0, 0, 0]
     assert evict_sim.continued(SIM_ROWS, horizon=3) == [1, 0, 0, 0]
     assert evict_sim.continued(SIM_ROWS, horizon=2) == [0, 0, 0, 0]  # A2 comes 3 requests later
+    assert evict_sim.turns(SIM_ROWS) == [1, 1, 1, 2]
+    # "turn >= 2" flags A2 (never continued) and misses A (continued): TPR 0, FPR 1/3
+    assert evict_sim.feature_roc(SIM_ROWS)[0] == (2, 0.0, 1 / 3)
     pool = 4123
     hit = {p: evict_sim.replay(SIM_ROWS, pool, p, running=1)
            for p in ("lru", "belady", "hint", "hint:tpr=0", "lfu")}
@@ -259,6 +262,10 @@ def test_driver_hint_keeps_the_continued_state_both_ways(tmp_path: Path):
         hits[name] = res["token_hit_rate"]
     total = sum(r["input_length"] for r in SIM_ROWS)
     assert hits["hint"] == hits["hintprio"] == (512 + 512 + 2048) / total > hits["lru"]
+    out = subprocess.run(cmd[:cmd.index("--eviction")] + ["--eviction", "hint",
+                                                         "--hint-as-priority"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "radix_eviction_policy=priority" in out.stderr
 
 
 def test_sampled_keep_decides_once_per_request_and_orders_transient_first():
